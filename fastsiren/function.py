@@ -1,0 +1,119 @@
+"""The autograd Function that runs a whole SIREN as a jet with the hand-derived backward.
+
+One Function for the whole network, not one per layer: the backward of layer l needs sin u of
+layer l, which is the value slab of layer l+1's input, so a network-level Function shares it
+instead of storing it twice, and autograd records one node instead of a graph over every
+elementwise op. The per-layer math comes from a backend's ops module (``fastsiren.sine_jet`` for
+torch, ``fastsiren.kernels.sine_jet`` for Triton); both have the same signatures.
+
+Saved for backward, per layer: its input stack (the previous layer's output, which exists anyway)
+and, unless ``recompute=True``, its matmul output G with cos u in slab 0. ``recompute=True`` keeps
+only the inputs and redoes each layer's matmul and cosine during backward: about half the saved
+memory, one more matmul per layer.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .jet import JetLayout
+
+
+class SirenJetFunction(torch.autograd.Function):
+    """Stacked jet [B, R, N, out] of a SIREN at coordinates x [B, N, d].
+
+    ``params`` are the L weights [B, M, K] followed by the L biases [B, M] (None allowed).
+    Layer 0 is a sine layer on x; the last layer is linear when ``outermost_linear``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, layout, omegas, outermost_linear, recompute, ops, *params):
+        n_layers = len(omegas)
+        weights, biases = params[:n_layers], params[n_layers:]
+        needs_grad = any(ctx.needs_input_grad)
+        ctx.layout, ctx.omegas, ctx.ops = layout, omegas, ops
+        ctx.outermost_linear, ctx.recompute = outermost_linear, recompute
+
+        stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout)
+        stacks = [stack]  # stacks[l - 1] is the input of layer l
+        preacts = [cos_u]  # per sine layer: cos u (first layer), else G with cos u in slab 0
+        for l in range(1, n_layers):
+            w, b = weights[l], biases[l]
+            if l == n_layers - 1 and outermost_linear:
+                stack = ops.linear_layer_fwd(stack, w, b)
+            else:
+                stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout)
+                preacts.append(G)
+            stacks.append(stack)
+        out = stacks.pop()
+
+        if needs_grad:
+            # The output and inputs go through save_for_backward (version-checked, no cycle);
+            # intermediates live on ctx, which is how autograd.Function keeps them.
+            ctx.save_for_backward(x, out, *weights, *biases)
+            ctx.stacks = stacks
+            ctx.preacts = None if recompute else preacts
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        layout, omegas, ops = ctx.layout, ctx.omegas, ctx.ops
+        n_layers = len(omegas)
+        x, out, *params = ctx.saved_tensors
+        weights, biases = params[:n_layers], params[n_layers:]
+        stacks = ctx.stacks  # stacks[l - 1] is the input of layer l
+        grad_w: list[torch.Tensor | None] = [None] * n_layers
+        grad_b: list[torch.Tensor | None] = [None] * n_layers
+
+        grad = grad_out.contiguous()
+        for l in range(n_layers - 1, -1, -1):
+            w, b, omega = weights[l], biases[l], omegas[l]
+            has_bias = b is not None
+            if l == n_layers - 1 and ctx.outermost_linear:
+                grad, grad_w[l], grad_b[l] = ops.linear_layer_bwd(
+                    grad, stacks[l - 1], w, has_bias=has_bias
+                )
+                continue
+            s = (stacks[l] if l < n_layers - 1 else out)[:, 0]  # sin u: the next input's value
+            if l == 0:
+                cos_u = None if ctx.recompute else ctx.preacts[0]
+                if cos_u is None:
+                    cos_u = ops.first_layer_preact(x, w, b, omega).cos_()
+                grad_x, grad_w[0], grad_b[0] = ops.first_layer_bwd(
+                    grad, x, w, omega, layout, s, cos_u,
+                    need_x_grad=ctx.needs_input_grad[0], has_bias=has_bias,
+                )
+            else:
+                if ctx.recompute:
+                    G = ops.sine_layer_preact(stacks[l - 1], w, b, omega)
+                    G[:, 0].cos_()
+                else:
+                    G = ctx.preacts[l]
+                grad, grad_w[l], grad_b[l] = ops.sine_layer_bwd(
+                    grad, stacks[l - 1], w, omega, layout, s, G, has_bias=has_bias
+                )
+
+        need = ctx.needs_input_grad[6:]
+        grad_w = [g if n else None for g, n in zip(grad_w, need[:n_layers])]
+        grad_b = [g if n else None for g, n in zip(grad_b, need[n_layers:])]
+        return (grad_x, None, None, None, None, None, *grad_w, *grad_b)
+
+
+def siren_jet_stack(
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor | None],
+    omegas: tuple[float, ...],
+    layout: JetLayout,
+    outermost_linear: bool,
+    recompute: bool,
+    ops: ModuleType,
+) -> torch.Tensor:
+    """Apply ``SirenJetFunction`` to canonical (already validated, batched) arguments."""
+    return SirenJetFunction.apply(
+        x, layout, omegas, outermost_linear, recompute, ops, *weights, *biases
+    )

@@ -1,0 +1,187 @@
+"""Drop-in SIREN modules on the analytic-jet engine.
+
+``SineLayer`` and ``Siren`` have the module tree, parameter names and initialisation of the
+official SIREN code (and of ``fastsiren.reference``), so state dicts load both ways; their forward
+and ``Siren.jet`` run through ``fastsiren.functional.siren_jet`` on the selected backend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from . import backend as _backend
+from .functional import siren_jet
+from .jet import Jet
+from .reference.siren import sine_init_bound
+
+__all__ = ["SineLayer", "Siren", "convert_official_state_dict"]
+
+
+class _BackendMixin:
+    """A ``backend`` attribute, settable through ``module.to(backend=...)``."""
+
+    backend: str = "auto"
+
+    def to(self, *args, backend: str | None = None, **kwargs):
+        if backend is not None:
+            _backend._check_name(backend, "backend argument")
+            for module in self.modules():
+                if isinstance(module, _BackendMixin):
+                    module.backend = backend
+        if args or kwargs:
+            return super().to(*args, **kwargs)
+        return self
+
+
+class SineLayer(_BackendMixin, nn.Module):
+    """``sin(omega_0 * (W x + b))`` with SIREN initialisation and a hand-derived backward.
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear`` (kept as ``self.linear``).
+        is_first: first layer of a SIREN (``W ~ U(-1/in, 1/in)``) or a later one
+            (``W ~ U(-sqrt(6/in)/omega_0, sqrt(6/in)/omega_0)``).
+        omega_0: frequency factor; it multiplies the bias too.
+        backend: "auto", "torch", "triton" or "reference".
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        is_first: bool = False,
+        omega_0: float = 30.0,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.is_first = is_first
+        self.omega_0 = float(omega_0)
+        self.backend = _backend._check_name(backend, "backend argument")
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = sine_init_bound(self.in_features, self.omega_0, self.is_first)
+        with torch.no_grad():
+            self.linear.weight.uniform_(-bound, bound)
+
+    init_weights = reset_parameters  # the official name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.linear.weight, self.linear.bias
+        jet = siren_jet(x, [weight], [bias], [self.omega_0], 0, False, self.backend)
+        return jet.value
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"omega_0={self.omega_0}, is_first={self.is_first}"
+        )
+
+
+class Siren(_BackendMixin, nn.Module):
+    """The SIREN MLP: a first sine layer, ``hidden_layers`` sine layers, and a final layer that is
+    linear (``outermost_linear=True``) or sine.
+
+    ``forward(x)`` returns the value [..., N, out]; ``jet(x, order)`` also the gradient and the
+    Laplacian (or the Hessian diagonal), computed analytically in the same pass.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        hidden_layers: int,
+        out_features: int,
+        outermost_linear: bool = False,
+        first_omega_0: float = 30.0,
+        hidden_omega_0: float = 30.0,
+        backend: str = "auto",
+        recompute: bool = False,
+    ):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.outermost_linear = outermost_linear
+        self.recompute = recompute
+        layers: list[nn.Module] = [
+            SineLayer(in_features, hidden_features, is_first=True, omega_0=first_omega_0)
+        ]
+        for _ in range(hidden_layers):
+            layers.append(SineLayer(hidden_features, hidden_features, omega_0=hidden_omega_0))
+        if outermost_linear:
+            final = nn.Linear(hidden_features, out_features)
+            bound = sine_init_bound(hidden_features, hidden_omega_0, is_first=False)
+            with torch.no_grad():
+                final.weight.uniform_(-bound, bound)
+            layers.append(final)
+        else:
+            layers.append(SineLayer(hidden_features, out_features, omega_0=hidden_omega_0))
+        self.net = nn.Sequential(*layers)
+        self.to(backend=backend)
+
+    def layer_parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[float]]:
+        """(weights, biases, omegas), one entry per layer, as ``siren_jet`` takes them."""
+        weights, biases, omegas = [], [], []
+        for layer in self.net:
+            linear = layer.linear if isinstance(layer, SineLayer) else layer
+            weights.append(linear.weight)
+            biases.append(linear.bias)
+            omegas.append(layer.omega_0 if isinstance(layer, SineLayer) else 1.0)
+        return weights, biases, omegas
+
+    def jet(self, x: torch.Tensor, order: int = 2, hessian_diag: bool = False) -> Jet:
+        """Value, gradient [..., N, out, d] and Laplacian [..., N, out] at x [..., N, d]."""
+        weights, biases, omegas = self.layer_parameters()
+        return siren_jet(
+            x, weights, biases, omegas, order, self.outermost_linear, self.backend,
+            hessian_diag=hessian_diag, recompute=self.recompute,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.jet(x, order=0).value
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}, recompute={self.recompute}"
+
+
+_OFFICIAL_FCBLOCK_KEY = re.compile(r"^(?:module\.)?(?:net\.)?net\.(\d+)\.0\.(weight|bias)$")
+
+
+def convert_official_state_dict(
+    state_dict: Mapping[str, torch.Tensor], outermost_linear: bool = True
+) -> dict[str, torch.Tensor]:
+    """Map a checkpoint of the official ``SingleBVPNet`` / ``FCBlock`` (type "sine") to the
+    ``Siren`` layout.
+
+    The official ``FCBlock`` keeps each layer as ``net.{i}.0`` (a ``BatchLinear`` inside a
+    sequential with its nonlinearity) and ``SingleBVPNet`` nests it as ``net.net.{i}.0``; its sine
+    is ``sin(30 x)`` everywhere, so build the ``Siren`` with ``first_omega_0=hidden_omega_0=30``.
+    Keys already in the ``Siren`` layout pass through; anything else raises.
+    """
+    indices = []
+    for key in state_dict:
+        match = _OFFICIAL_FCBLOCK_KEY.match(key)
+        if match:
+            indices.append(int(match.group(1)))
+    if not indices:
+        if all(re.match(r"^net\.\d+\.(linear\.)?(weight|bias)$", k) for k in state_dict):
+            return dict(state_dict)
+        raise ValueError(
+            "not an official SIREN checkpoint: expected keys like 'net.net.0.0.weight' "
+            f"(SingleBVPNet) or 'net.0.0.weight' (FCBlock), got {list(state_dict)[:4]}"
+        )
+    last = max(indices)
+    converted = {}
+    for key, value in state_dict.items():
+        match = _OFFICIAL_FCBLOCK_KEY.match(key)
+        if not match:
+            continue  # e.g. the parameter-free image_downsampling submodule
+        i, name = int(match.group(1)), match.group(2)
+        linear_last = i == last and outermost_linear
+        converted[f"net.{i}.{name}" if linear_last else f"net.{i}.linear.{name}"] = value
+    return converted

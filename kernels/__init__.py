@@ -1,0 +1,1 @@
+"""Triton kernels for fastsiren (installed as ``fastsiren.kernels``)."""
