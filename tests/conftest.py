@@ -1,0 +1,34 @@
+"""Test configuration shared by the three tiers.
+
+Triton decides at decoration time whether a kernel is compiled or interpreted, so
+TRITON_INTERPRET must be set before anything imports fastsiren.kernels: without CUDA the Triton
+tier runs on the CPU under the interpreter. The device comes from torch, never from Triton's driver
+object (which raises without a GPU).
+"""
+
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def gen():
+    """A seeded generator per test: no global RNG state in test bodies."""
+    return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def device():
+    return torch.device("cuda" if HAS_CUDA else "cpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (tier c)")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)
