@@ -1,0 +1,162 @@
+"""Drop-in modules, checkpoint compatibility, backend selection and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import assert_rel_close
+from torch import nn
+
+import fastsiren as fs
+from fastsiren import backend as fs_backend
+from fastsiren import reference
+
+
+@pytest.mark.parametrize("is_first,in_features", [(True, 3), (False, 100)])
+def test_sine_layer_is_a_drop_in(gen, is_first, in_features):
+    torch.manual_seed(3)
+    ours = fs.SineLayer(in_features, 48, is_first=is_first, omega_0=30.0).double()
+    theirs = reference.SineLayer(in_features, 48, is_first=is_first, omega_0=30.0).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.rand(37, in_features, generator=gen, dtype=torch.float64, requires_grad=True)
+    cot = torch.randn(37, 48, generator=gen, dtype=torch.float64)
+    grads = []
+    for layer in (ours, theirs):
+        y = layer(x)
+        grads.append((y, *torch.autograd.grad((y * cot).sum(), [x, *layer.parameters()])))
+    for name, a, b in zip(["y", "x", "weight", "bias"], *grads):
+        assert_rel_close(a, b, 1e-13, name)
+
+
+def test_sine_layer_repr_and_names():
+    layer = fs.SineLayer(2, 5, is_first=True, omega_0=20.0)
+    assert "omega_0=20.0" in repr(layer) and "in_features=2" in repr(layer)
+    assert set(dict(layer.named_parameters())) == {"linear.weight", "linear.bias"}
+
+
+def test_state_dict_loads_both_ways():
+    torch.manual_seed(0)
+    ours = fs.Siren(2, 32, 3, 1, outermost_linear=True)
+    ref = reference.Siren(2, 32, 3, 1, outermost_linear=True)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ref.load_state_dict(ours.state_dict())
+    ours2 = fs.Siren(2, 32, 3, 1, outermost_linear=True)
+    ours2.load_state_dict(ref.state_dict())
+    x = torch.rand(10, 2)
+    torch.testing.assert_close(ours2(x), ref(x), rtol=1e-6, atol=1e-6)
+
+
+class _OfficialSine(nn.Module):
+    def forward(self, x):
+        return torch.sin(30 * x)
+
+
+class _OfficialFCBlock(nn.Module):
+    """The official FCBlock's module tree (layer i is ``net.{i}.0``, a linear in a sequential
+    with its nonlinearity), nested as SingleBVPNet nests it (``net.net``)."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        inner = nn.Module()
+        blocks = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            blocks.append(nn.Sequential(nn.Linear(a, b)) if last
+                          else nn.Sequential(nn.Linear(a, b), _OfficialSine()))
+        inner.net = nn.Sequential(*blocks)
+        self.net = inner
+
+    def forward(self, x):
+        return self.net.net(x)
+
+
+def test_official_single_bvp_net_checkpoint_converts():
+    torch.manual_seed(1)
+    official = _OfficialFCBlock([2, 16, 16, 16, 1]).double()
+    state = official.state_dict()
+    assert "net.net.0.0.weight" in state and "net.net.3.0.bias" in state
+    model = fs.Siren(2, 16, 2, 1, outermost_linear=True, first_omega_0=30, hidden_omega_0=30)
+    model.double().load_state_dict(fs.convert_official_state_dict(state))
+    x = torch.rand(20, 2, dtype=torch.float64) * 2 - 1
+    # float64: nn.Linear's default init is far from SIREN's, so sin(30 x) is steep here.
+    assert_rel_close(model(x), official(x), 1e-12, "output")
+
+
+def test_converter_rejects_unknown_layouts():
+    with pytest.raises(ValueError, match="not an official SIREN checkpoint"):
+        fs.convert_official_state_dict({"encoder.weight": torch.zeros(1)})
+
+
+def test_backend_selection(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(fs_backend.ENV_VAR, raising=False)
+    assert fs_backend.resolve("auto", cpu) == "torch"
+    monkeypatch.setenv(fs_backend.ENV_VAR, "reference")
+    assert fs_backend.resolve("auto", cpu) == "reference"
+    assert fs_backend.resolve("torch", cpu) == "torch"  # an explicit choice wins
+    monkeypatch.setenv(fs_backend.ENV_VAR, "nonsense")
+    with pytest.raises(ValueError, match="FASTSIREN_BACKEND"):
+        fs_backend.resolve("auto", cpu)
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        fs_backend.resolve("cuda", cpu)
+
+
+def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="triton"):
+        fs_backend.resolve("triton", torch.device("cpu"))
+
+
+def test_module_backend_switch(gen):
+    model = fs.Siren(2, 16, 1, 1, outermost_linear=True).double()
+    x = torch.rand(11, 2, generator=gen, dtype=torch.float64)
+    fast = model.jet(x).lap
+    assert model.to(backend="reference") is model and model.backend == "reference"
+    assert all(m.backend == "reference" for m in model.modules() if hasattr(m, "backend"))
+    assert_rel_close(fast, model.jet(x).lap, 1e-10, "lap")
+    with pytest.raises(ValueError, match="unknown backend"):
+        model.to(backend="fast")
+
+
+@pytest.fixture
+def model():
+    return fs.Siren(2, 16, 1, 1, outermost_linear=True)
+
+
+@pytest.mark.parametrize(
+    "x,error,match",
+    [
+        (torch.rand(5), ValueError, r"expected \[\.\.\., N, 2\]"),
+        (torch.rand(5, 3), ValueError, r"expected \[\.\.\., N, 2\]"),
+        (torch.randint(0, 3, (5, 2)), TypeError, "floating point"),
+        (torch.rand(5, 2, dtype=torch.float64), TypeError, "dtype"),
+        (torch.rand(5, 2, device="meta"), RuntimeError, "device"),
+    ],
+    ids=["1d", "wrong-last-dim", "integer", "float64-vs-float32", "other-device"],
+)
+def test_bad_coordinates_raise_clear_errors(model, x, error, match):
+    with pytest.raises(error, match=match):
+        model.jet(x)
+
+
+@pytest.mark.parametrize("order", [-1, 3])
+def test_order_out_of_range(model, order):
+    with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
+        model.jet(torch.rand(4, 2), order=order)
+
+
+def test_functional_argument_errors():
+    w = [torch.rand(8, 2), torch.rand(1, 8)]
+    b = [torch.rand(8), torch.rand(1)]
+    x = torch.rand(4, 2)
+    with pytest.raises(ValueError, match="one bias and one omega per layer"):
+        fs.siren_jet(x, w, b[:1], [30.0, 30.0])
+    with pytest.raises(ValueError, match="weight 1 expects 9 input features"):
+        fs.siren_jet(x, [w[0], torch.rand(1, 9)], b, [30.0, 30.0])
+    with pytest.raises(ValueError, match="bias 0 has shape"):
+        fs.siren_jet(x, w, [torch.rand(7), b[1]], [30.0, 30.0])
+    with pytest.raises(ValueError, match="coordinates have batch 2"):
+        fs.siren_jet(torch.rand(2, 4, 2), [t.expand(3, *t.shape) for t in w],
+                     [t.expand(3, *t.shape) for t in b], [30.0, 30.0])
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        fs.siren_jet(x, w[:1], b[:1], [30.0], outermost_linear=True)

@@ -1,0 +1,40 @@
+"""The exported surface is what we mean it to be, and nothing installs outside fastsiren."""
+
+import os
+import subprocess
+import sys
+
+import fastsiren
+import fastsiren.kernels
+import fastsiren.reference
+
+
+def test_top_level_exports():
+    assert sorted(fastsiren.__all__) == sorted([
+        "BACKENDS", "Jet", "JetLayout", "SineLayer", "Siren", "convert_official_state_dict",
+        "functional", "siren", "siren_jet",
+    ])
+    for name in fastsiren.__all__:
+        assert hasattr(fastsiren, name), name
+
+
+def test_functional_and_reference_exports():
+    assert sorted(fastsiren.functional.__all__) == ["siren", "siren_jet"]
+    assert sorted(fastsiren.reference.__all__) == sorted([
+        "SineLayer", "Siren", "autograd_jet", "divergence", "gradient", "hessian", "jacobian",
+        "laplace", "naive_jet", "siren_forward",
+    ])
+
+
+def test_no_top_level_kernels_or_reference_modules(tmp_path):
+    # In a fresh interpreter outside the checkout (whose folders would shadow the question):
+    # the install provides fastsiren.kernels and fastsiren.reference, never bare names.
+    probe = (
+        "import importlib.util as u; "
+        "print(u.find_spec('kernels') is None, u.find_spec('reference') is None, "
+        "u.find_spec('fastsiren.kernels') is not None)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
