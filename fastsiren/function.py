@@ -27,80 +27,112 @@ class SirenJetFunction(torch.autograd.Function):
 
     ``params`` are the L weights [B, M, K] followed by the L biases [B, M] (None allowed).
     Layer 0 is a sine layer on x; the last layer is linear when ``outermost_linear``.
+    Points are processed in chunks of ``ops.points_per_chunk(...)`` (all at once on GPU).
     """
 
     @staticmethod
     def forward(ctx, x, layout, omegas, outermost_linear, recompute, ops, *params):
         n_layers = len(omegas)
         weights, biases = params[:n_layers], params[n_layers:]
-        needs_grad = any(ctx.needs_input_grad)
         ctx.layout, ctx.omegas, ctx.ops = layout, omegas, ops
         ctx.outermost_linear, ctx.recompute = outermost_linear, recompute
 
-        stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout)
-        stacks = [stack]  # stacks[l - 1] is the input of layer l
-        preacts = [cos_u]  # per sine layer: cos u (first layer), else G with cos u in slab 0
-        for l in range(1, n_layers):
-            w, b = weights[l], biases[l]
-            if l == n_layers - 1 and outermost_linear:
-                stack = ops.linear_layer_fwd(stack, w, b)
-            else:
-                stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout)
-                preacts.append(G)
-            stacks.append(stack)
-        out = stacks.pop()
+        B, N, _ = x.shape
+        widths = [w.shape[1] for w in weights]
+        chunk = ops.points_per_chunk(N, layout.rows, max(widths), x)
+        ctx.chunks = [slice(n, min(n + chunk, N)) for n in range(0, N, chunk)] or [slice(0, 0)]
+        out = x.new_empty(B, layout.rows, N, widths[-1])
+        saved = []
+        for points in ctx.chunks:
+            chunk_out, stacks, preacts = _forward_chunk(
+                x[:, points], weights, biases, omegas, layout, outermost_linear, ops
+            )
+            out[:, :, points] = chunk_out
+            saved.append((stacks, None if recompute else preacts))
 
-        if needs_grad:
+        if any(ctx.needs_input_grad):
             # The output and inputs go through save_for_backward (version-checked, no cycle);
             # intermediates live on ctx, which is how autograd.Function keeps them.
             ctx.save_for_backward(x, out, *weights, *biases)
-            ctx.stacks = stacks
-            ctx.preacts = None if recompute else preacts
+            ctx.saved_chunks = saved
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        layout, omegas, ops = ctx.layout, ctx.omegas, ctx.ops
-        n_layers = len(omegas)
+        n_layers = len(ctx.omegas)
         x, out, *params = ctx.saved_tensors
         weights, biases = params[:n_layers], params[n_layers:]
-        stacks = ctx.stacks  # stacks[l - 1] is the input of layer l
-        grad_w: list[torch.Tensor | None] = [None] * n_layers
-        grad_b: list[torch.Tensor | None] = [None] * n_layers
-
-        grad = grad_out.contiguous()
-        for l in range(n_layers - 1, -1, -1):
-            w, b, omega = weights[l], biases[l], omegas[l]
-            has_bias = b is not None
-            if l == n_layers - 1 and ctx.outermost_linear:
-                grad, grad_w[l], grad_b[l] = ops.linear_layer_bwd(
-                    grad, stacks[l - 1], w, has_bias=has_bias
-                )
-                continue
-            s = (stacks[l] if l < n_layers - 1 else out)[:, 0]  # sin u: the next input's value
-            if l == 0:
-                cos_u = None if ctx.recompute else ctx.preacts[0]
-                if cos_u is None:
-                    cos_u = ops.first_layer_preact(x, w, b, omega).cos_()
-                grad_x, grad_w[0], grad_b[0] = ops.first_layer_bwd(
-                    grad, x, w, omega, layout, s, cos_u,
-                    need_x_grad=ctx.needs_input_grad[0], has_bias=has_bias,
-                )
-            else:
-                if ctx.recompute:
-                    G = ops.sine_layer_preact(stacks[l - 1], w, b, omega)
-                    G[:, 0].cos_()
-                else:
-                    G = ctx.preacts[l]
-                grad, grad_w[l], grad_b[l] = ops.sine_layer_bwd(
-                    grad, stacks[l - 1], w, omega, layout, s, G, has_bias=has_bias
-                )
+        need_x = ctx.needs_input_grad[0]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w: list = [None] * n_layers
+        grad_b: list = [None] * n_layers
+        for points, (stacks, preacts) in zip(ctx.chunks, ctx.saved_chunks):
+            gx, gws, gbs = _backward_chunk(
+                grad_out[:, :, points], x[:, points], out[:, :, points], stacks, preacts,
+                weights, biases, ctx, need_x,
+            )
+            if need_x:
+                grad_x[:, points] = gx
+            for l in range(n_layers):
+                grad_w[l] = gws[l] if grad_w[l] is None else grad_w[l].add_(gws[l])
+                if gbs[l] is not None:
+                    grad_b[l] = gbs[l] if grad_b[l] is None else grad_b[l].add_(gbs[l])
 
         need = ctx.needs_input_grad[6:]
         grad_w = [g if n else None for g, n in zip(grad_w, need[:n_layers])]
         grad_b = [g if n else None for g, n in zip(grad_b, need[n_layers:])]
         return (grad_x, None, None, None, None, None, *grad_w, *grad_b)
+
+
+def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops):
+    """Run the layers on one chunk of points; return (out, layer inputs, per-layer cos/G)."""
+    n_layers = len(omegas)
+    stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout)
+    stacks = [stack]  # stacks[l - 1] is the input of layer l
+    preacts = [cos_u]  # per sine layer: cos u (first layer), else G with cos u in slab 0
+    for l in range(1, n_layers):
+        w, b = weights[l], biases[l]
+        if l == n_layers - 1 and outermost_linear:
+            stack = ops.linear_layer_fwd(stack, w, b)
+        else:
+            stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout)
+            preacts.append(G)
+        stacks.append(stack)
+    return stacks.pop(), stacks, preacts
+
+
+def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, ctx, need_x):
+    """VJP of ``_forward_chunk``, last layer first: (x̄, [W̄ per layer], [b̄ per layer])."""
+    layout, omegas, ops = ctx.layout, ctx.omegas, ctx.ops
+    n_layers = len(omegas)
+    grad_w: list = [None] * n_layers
+    grad_b: list = [None] * n_layers
+    grad = grad.contiguous()
+    for l in range(n_layers - 1, -1, -1):
+        w, b, omega = weights[l], biases[l], omegas[l]
+        has_bias = b is not None
+        if l == n_layers - 1 and ctx.outermost_linear:
+            grad, grad_w[l], grad_b[l] = ops.linear_layer_bwd(
+                grad, stacks[l - 1], w, has_bias=has_bias
+            )
+            continue
+        s = (stacks[l] if l < n_layers - 1 else out)[:, 0]  # sin u: the next input's value
+        if l == 0:
+            cos_u = ops.first_layer_preact(x, w, b, omega).cos_() if ctx.recompute else preacts[0]
+            grad_x, grad_w[0], grad_b[0] = ops.first_layer_bwd(
+                grad, x, w, omega, layout, s, cos_u, need_x_grad=need_x, has_bias=has_bias
+            )
+        else:
+            if ctx.recompute:
+                G = ops.sine_layer_preact(stacks[l - 1], w, b, omega)
+                G[:, 0].cos_()
+            else:
+                G = preacts[l]
+            grad, grad_w[l], grad_b[l] = ops.sine_layer_bwd(
+                grad, stacks[l - 1], w, omega, layout, s, G, has_bias=has_bias
+            )
+    return grad_x, grad_w, grad_b
 
 
 def siren_jet_stack(
