@@ -63,7 +63,9 @@ def _validate(x, weights, biases, omegas, outermost_linear) -> bool:
                 f"bias {l} has shape {tuple(b.shape)}; expected {tuple(w.shape[:-1])}"
             )
         if batched and w.shape[0] != weights[0].shape[0]:
-            raise ValueError(f"weight {l} has batch {w.shape[0]}, weight 0 has {weights[0].shape[0]}")
+            raise ValueError(
+                f"weight {l} has batch {w.shape[0]}, weight 0 has {weights[0].shape[0]}"
+            )
     d = weights[0].shape[-1]
     if x.dim() < 2 or x.shape[-1] != d:
         raise ValueError(
@@ -77,7 +79,8 @@ def _validate(x, weights, biases, omegas, outermost_linear) -> bool:
         )
     if batched and x.dim() == 3 and x.shape[0] != weights[0].shape[0]:
         raise ValueError(
-            f"coordinates have batch {x.shape[0]} but the weights hold {weights[0].shape[0]} networks"
+            f"coordinates have batch {x.shape[0]} but the weights hold "
+            f"{weights[0].shape[0]} networks"
         )
     return batched
 

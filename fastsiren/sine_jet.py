@@ -14,7 +14,8 @@ Math. Folding omega into the weights, a sine layer's matmul gives for every slab
 ``G = S (omega W)^T`` with ``omega b`` added to the value slab, i.e. u = G_0 = omega h,
 g_i = G_i = omega Jh_i, g_L = omega Lh. Then with s = sin u, c = cos u::
 
-    z' = s        J'_i = c g_i        L' = c g_L - s sum_i g_i^2      (per axis: L'_i = c g_Li - s g_i^2)
+    z' = s        J'_i = c g_i        L' = c g_L - s sum_i g_i^2
+                                      (per axis: L'_i = c g_Li - s g_i^2)
 
 and the VJP, given cotangents (z̄', J̄'_i, L̄')::
 

@@ -67,7 +67,8 @@ def naive_jet(
     """Forward-mode jet recurrences in plain torch ops (unbatched weights, x [N, d]).
 
     Per sine layer, with h = z W^T + b, u = omega h:
-    z' = sin u,  J'_i = omega cos(u) J_i W^T,  L' = omega cos(u) L W^T - omega^2 sin(u) sum_i (J_i W^T)^2.
+    z' = sin u,  J'_i = omega cos(u) J_i W^T,
+    L' = omega cos(u) L W^T - omega^2 sin(u) sum_i (J_i W^T)^2.
     """
     n, d = x.shape
     z = x

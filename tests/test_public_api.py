@@ -4,9 +4,10 @@ import os
 import subprocess
 import sys
 
-import fastsiren
 import fastsiren.kernels
 import fastsiren.reference
+
+import fastsiren
 
 
 def test_top_level_exports():

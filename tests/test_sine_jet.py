@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fastsiren.reference import autograd_jet, siren_forward
 from helpers import assert_rel_close
 
 import fastsiren as fs
-from fastsiren.reference import autograd_jet, siren_forward
 
 # (batch, N, in, width, out, hidden_layers, outermost_linear, omega)
 CASES = [
