@@ -6,7 +6,8 @@ start as in the paper's supplement (section 1.5):
 - first layer: ``W ~ U(-1/n, 1/n)`` with n its fan-in, so that ``omega_0 * W x`` spans several
   periods over coordinates in [-1, 1];
 - every later layer, the final linear one included:
-  ``W ~ U(-sqrt(6/n)/omega_0, sqrt(6/n)/omega_0)``, which keeps pre-activations arcsine-distributed through depth;
+  ``W ~ U(-sqrt(6/n)/omega_0, sqrt(6/n)/omega_0)``, which keeps pre-activations
+  arcsine-distributed through depth;
 - biases keep ``nn.Linear``'s default ``U(-1/sqrt(n), 1/sqrt(n))``.
 
 The module tree (``net.{i}.linear`` for sine layers, ``net.{L}`` for a final linear layer) is the
