@@ -27,15 +27,19 @@ def _demo(args: argparse.Namespace) -> int:
     ).to(device)
     x = torch.rand(args.n, 2, device=device) * 2 - 1
 
-    def timed(fn):
-        fn()  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    def timed(fn, repeats=5):
+        """(result, median seconds over ``repeats`` runs after one warm-up)."""
         result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return result, time.perf_counter() - start
+        seconds = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - start)
+        return result, sorted(seconds)[repeats // 2]
 
     reference = fs.reference.Siren(2, args.width, 3, 1, outermost_linear=True).to(device)
     reference.load_state_dict(model.state_dict())
@@ -46,8 +50,8 @@ def _demo(args: argparse.Namespace) -> int:
         "width": args.width,
         "device": str(device),
         "backend": fs.backend.resolve(args.backend, device),
-        "seconds_fastsiren": t_fast,
-        "seconds_autograd": t_ref,
+        "median_seconds_fastsiren": t_fast,
+        "median_seconds_autograd": t_ref,
         "speedup": t_ref / t_fast,
     }
     for name in ("value", "grad", "lap"):
