@@ -191,9 +191,9 @@ PRESETS: dict[str, dict] = {
         sweeps=[
             Sweep(("jet2", "step_lap"), (2,), (64, 256), (4096, 8192, 16384)),
             Sweep(UNBATCHED, (2, 3), (64, 256), (4096,)),
-            Sweep(BATCHED, (2,), (64, 256), (2048,), batch=8),
+            Sweep(BATCHED, (2,), (64, 256), (1024,), batch=8),
         ],
-        min_time=0.4, min_reps=3, warmup=1,
+        min_time=0.4, min_reps=3, warmup=0,
     ),
     # A GPU: N up to 2^20 (capped by memory: out-of-memory cases are reported as such).
     "gpu": dict(
@@ -514,7 +514,9 @@ class Settings:
     min_time: float = 0.3  # seconds of timed calls per measurement (CPU wall clock)
     min_reps: int = 3
     max_reps: int = 100
-    warmup: int = 1  # warm-up calls after the first (verified, possibly compiling) one
+    # Warm-up calls after the first (verified, possibly compiling) call and the one whose
+    # memory is measured, which warm up as well.
+    warmup: int = 1
     memory: bool = True
     rtol: dict = field(default_factory=lambda: dict(RTOL))
     seed: int = 0
@@ -600,6 +602,45 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
         running += delta
         peak = max(peak, running)
     return peak
+
+
+@contextlib.contextmanager
+def _cold_compile(active: bool):
+    """Compile time as a first run sees it: without inductor's and AOTAutograd's on-disk
+    caches, which would otherwise serve a graph compiled by an earlier case or run."""
+    settings = []
+    if active:
+        from torch._functorch import config as functorch_config
+        from torch._inductor import config as inductor_config
+
+        for module, name in ((inductor_config, "fx_graph_cache"),
+                             (functorch_config, "enable_autograd_cache")):
+            if hasattr(module, name):
+                settings.append((module, name, getattr(module, name)))
+                setattr(module, name, False)
+    try:
+        yield
+    finally:
+        for module, name, value in settings:
+            setattr(module, name, value)
+
+
+@contextlib.contextmanager
+def _quiet_compile_logs(active: bool):
+    """torch.compile logs a failing trace at ERROR level before raising; the exception itself
+    becomes the row's note, so the log is only noise here."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("torch._dynamo", "torch._subclasses.fake_tensor",
+                                              "torch._inductor")] if active else []
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -792,12 +833,13 @@ class Runner:
             fn = self.make_fn(provider, prob)
             _sync(device)
             start = time.perf_counter()
-            outs = fn()
+            with _quiet_compile_logs(provider.compiled), _cold_compile(provider.compiled):
+                outs = fn()
             _sync(device)
             first_s = time.perf_counter() - start
         except Unsupported as exc:
             return Prepared("unsupported", note=str(exc))
-        except torch.OutOfMemoryError as exc:
+        except torch.cuda.OutOfMemoryError as exc:
             _free(device)
             return Prepared("oom", note=_first_line(exc))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a row, never a crash
@@ -857,8 +899,10 @@ class Runner:
                         if settings.memory:
                             peak = peak_memory_bytes(prepared.fn, device)
                             result.peak_mib = peak / 2**20
+                        else:
+                            prepared.fn()  # stands in for the measured call as warm-up
                         timing = time_fn(prepared.fn, settings)
-                    except torch.OutOfMemoryError as exc:
+                    except torch.cuda.OutOfMemoryError as exc:
                         _free(device)
                         result.status, result.note = "oom", _first_line(exc)
                     else:
@@ -1126,6 +1170,10 @@ def console_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _on_gpu(r: dict) -> bool:
+    return r.get("_device_type") == "cuda"
+
+
 def _md_cell(r: dict | None) -> str:
     if r is None:
         return "—"
@@ -1139,6 +1187,9 @@ def _md_cell(r: dict | None) -> str:
              f"{r['median_ms']:.3g} ± {spread:.2g} ms"]
     if r.get("peak_mib") is not None:
         parts.append(f"{r['peak_mib']:.3g} MiB")
+    parts.append(f"{r['points_per_s']:.3g} pts/s")
+    if r.get("gemm_tflops") is not None and r.get("median_ms", 0) > 0 and _on_gpu(r):
+        parts.append(f"GEMM {r['gemm_tflops']:.3g} TFLOP/s")
     if r.get("gemm_fraction") is not None and r["provider"] != BOUND:
         parts.append(f"{100 * r['gemm_fraction']:.0f}% of bound")
     return "<br>".join(p for p in parts if p)
@@ -1146,7 +1197,8 @@ def _md_cell(r: dict | None) -> str:
 
 def markdown_report(doc: dict) -> str:
     """The per-device Markdown: machine line, targets, one table per workload, compile times."""
-    results, machine = doc["results"], doc["machine"]
+    machine = doc["machine"]
+    results = [dict(r, _device_type=machine["device_type"]) for r in doc["results"]]
     names = _providers_in(results)
     out = [
         f"# fastsiren benchmark: {machine['device']}",
@@ -1155,8 +1207,10 @@ def markdown_report(doc: dict) -> str:
         f"Command: `{doc['command']}`",
         "",
         "Each cell: **speedup over eager autograd**, median time ± half the interquartile range "
-        "after warm-up, peak memory above the inputs during one call, and the bare-GEMM bound "
-        "time as a fraction of this time. Every row was checked against eager autograd at these "
+        "after warm-up, peak memory above the inputs during one call, points per second "
+        "(B N / median time), and the bare-GEMM bound "
+        "time as a fraction of this time (on GPU also the bound's GEMM FLOPs over this time). "
+        "Every row was checked against eager autograd at these "
         f"sizes before it was timed (relative RMS error ≤ {doc['settings']['rtol']['fp32']:.0e} "
         "at fp32). Training step = jet + loss + backward to every weight and bias.",
         "",
@@ -1226,7 +1280,11 @@ def write_plot(doc: dict, path: str | Path) -> bool:
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend: dict[str, object] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.suptitle(f"fastsiren benchmark: {doc['machine']['device']}", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 4), 1, 0.97))
