@@ -185,13 +185,15 @@ PRESETS: dict[str, dict] = {
         sweeps=[Sweep(("value", "jet2", "step_lap"), (2,), (128,), (4096,))],
         min_time=0.15, min_reps=3, warmup=1,
     ),
-    # The checked-in CPU set (~10 min on 2 cores): an N sweep of the headline workloads, every
-    # workload at d = 2 and 3, the batched case.
+    # The checked-in CPU set (7-10 min on 2 cores, compile times included): an N sweep of the
+    # headline workloads at widths 64 and 256, every workload at d = 2 and 3, the batched case.
+    # A W = 256, N = 4096 Laplacian step case costs ~25 s here (7 providers, 4-5 calls each).
     "cpu": dict(
         sweeps=[
-            Sweep(("jet2", "step_lap"), (2,), (64, 256), (4096, 8192, 16384)),
-            Sweep(UNBATCHED, (2, 3), (64, 256), (4096,)),
-            Sweep(BATCHED, (2,), (64, 256), (1024,), batch=8),
+            Sweep(("jet2", "step_lap"), (2,), (64,), (4096, 8192, 16384)),
+            Sweep(("jet2", "step_lap"), (2,), (256,), (2048, 4096, 8192)),
+            Sweep(UNBATCHED, (2, 3), (256,), (2048,)),
+            Sweep(BATCHED, (2,), (64, 256), (512,), batch=8),
         ],
         min_time=0.4, min_reps=3, warmup=0,
     ),
@@ -326,6 +328,9 @@ class Provider:
     compiled: bool = False
     needs_cuda: bool = False
     kernel_precision: bool = False  # takes the TF32 / ieee setting as an argument
+    # The official code makes the coordinates a grad-requiring leaf once, in its data loader,
+    # and differentiates the model's output with respect to them.
+    coords_require_grad: bool = False
 
 
 def _autograd_jet_fn(prob: Problem) -> JetFn:
@@ -436,9 +441,11 @@ def _precision_kwargs(prob: Problem) -> dict:
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in [
-        Provider("autograd", "eager autograd (reference)", _autograd_jet_fn),
+        Provider("autograd", "eager autograd (reference)", _autograd_jet_fn,
+                 coords_require_grad=True),
         Provider("torch.func", "torch.func (vmap jacrev/jacfwd)", _torch_func_fn),
-        Provider("compile-autograd", "torch.compile(reference)", _autograd_jet_fn, compiled=True),
+        Provider("compile-autograd", "torch.compile(reference)", _autograd_jet_fn, compiled=True,
+                 coords_require_grad=True),
         Provider("naive", "naive jets (eager)", _naive_fn),
         Provider("compile-naive", "torch.compile(naive jets)", _naive_fn, compiled=True),
         Provider("fastsiren-torch", "fastsiren torch", _fastsiren_fn("torch")),
@@ -569,8 +576,9 @@ def time_fn(fn: Callable[[], object], settings: Settings) -> Timing:
     return Timing(statistics.median(times), q[0], q[2], len(times))
 
 
-def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
-    """Peak bytes torch allocated during one call of fn, above what was allocated before.
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> tuple[int, object]:
+    """Peak bytes torch allocated during one call of fn, above what was allocated before, and
+    fn's result.
 
     CUDA: the caching allocator's statistics. CPU: the profiler's memory events (allocations are
     attributed to the op that made them, frees are recorded when they happen), replayed in time
@@ -581,13 +589,13 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        fn()
+        result = fn()
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
+        return torch.cuda.max_memory_allocated(device) - base, result
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+        result = fn()
     records = []
     for event in prof.events():
         if event.name == "[memory]":
@@ -601,7 +609,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
     for _, delta in records:
         running += delta
         peak = max(peak, running)
-    return peak
+    return peak, result
 
 
 @contextlib.contextmanager
@@ -745,6 +753,7 @@ class Prepared:
     note: str = ""
     compile_s: float | None = None
     errors: dict = field(default_factory=dict)
+    peak_bytes: int | None = None  # measured on the first call (eager providers)
 
 
 class Runner:
@@ -777,6 +786,8 @@ class Runner:
         jet = provider.make(prob)
         spec = prob.spec
         x, params, target = prob.x, prob.params, prob.target
+        if provider.coords_require_grad:
+            x = x.detach().requires_grad_(True)
         if spec.train:
             def loss_fn(x, params):
                 return workload_loss(spec, jet(x, params), target)
@@ -807,7 +818,8 @@ class Runner:
             self._truth[case] = _detach(outs)
         return self._truth[case]
 
-    def prepare(self, case: Case, name: str, precision: str = "fp32") -> Prepared:
+    def prepare(self, case: Case, name: str, precision: str = "fp32",
+                measure_memory: bool = False) -> Prepared:
         """Build the provider's callable for the case, run it once and verify it."""
         provider = self.providers[name]
         device = self.settings.device
@@ -833,8 +845,12 @@ class Runner:
             fn = self.make_fn(provider, prob)
             _sync(device)
             start = time.perf_counter()
-            with _quiet_compile_logs(provider.compiled), _cold_compile(provider.compiled):
-                outs = fn()
+            peak = None
+            if provider.compiled or not (self.settings.memory and measure_memory):
+                with _quiet_compile_logs(provider.compiled), _cold_compile(provider.compiled):
+                    outs = fn()
+            else:  # an eager first call is a steady one: measure its memory, save a call
+                peak, outs = peak_memory_bytes(fn, device)
             _sync(device)
             first_s = time.perf_counter() - start
         except Unsupported as exc:
@@ -864,7 +880,7 @@ class Runner:
             )
         return Prepared(
             "ok", fn=fn, note=note, compile_s=first_s if provider.compiled else None,
-            errors=errors,
+            errors=errors, peak_bytes=peak,
         )
 
     def _eager_failure(self, provider: Provider, prob: Problem) -> str | None:
@@ -889,15 +905,17 @@ class Runner:
                     prepared = Prepared("ok", fn=_gemm_bound_fn(case, device, torch.float32),
                                         note="lower bound: the plain matmuls alone")
                 else:
-                    prepared = self.prepare(case, name, precision)
+                    prepared = self.prepare(case, name, precision, measure_memory=True)
                 result = Result(**base, status=prepared.status, note=prepared.note,
                                 compile_s=prepared.compile_s, errors=prepared.errors)
                 if prepared.errors:
                     result.max_rel_err = max(prepared.errors.values())
                 if prepared.status == "ok":
                     try:
-                        if settings.memory:
-                            peak = peak_memory_bytes(prepared.fn, device)
+                        if prepared.peak_bytes is not None:
+                            result.peak_mib = prepared.peak_bytes / 2**20
+                        elif settings.memory:
+                            peak, _ = peak_memory_bytes(prepared.fn, device)
                             result.peak_mib = peak / 2**20
                         else:
                             prepared.fn()  # stands in for the measured call as warm-up
@@ -932,6 +950,19 @@ class Runner:
         self._problems.clear()
         self._truth.clear()
         return results
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def _compile(fn):
@@ -1431,8 +1462,15 @@ def main(args: argparse.Namespace) -> int:
         if args.verbose or not msg.startswith(" "):
             print(msg, file=sys.stderr, flush=True)
 
-    start = time.perf_counter()
-    results = Runner(settings, log=log).run(cases, names)
+    # Compile times as this run sees them, not served by an earlier run's on-disk kernels.
+    with contextlib.ExitStack() as stack:
+        if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+            import tempfile
+
+            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="fastsiren-bench-"))
+            stack.enter_context(_env("TORCHINDUCTOR_CACHE_DIR", cache))
+        start = time.perf_counter()
+        results = Runner(settings, log=log).run(cases, names)
     rows = [dataclasses.asdict(r) for r in results]
     doc = {
         "schema": SCHEMA,
