@@ -72,7 +72,8 @@ def naive_jet(
     """
     n, d = x.shape
     z = x
-    jac = torch.eye(d, dtype=x.dtype, device=x.device).expand(d, n, d) if order >= 1 else None
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    jac = eye[:, None, :].expand(d, n, d) if order >= 1 else None  # J_i = e_i for every point
     lap = torch.zeros_like(x) if order == 2 else None
     last = len(weights) - 1
     for i, (w, b, omega) in enumerate(zip(weights, biases, omegas)):

@@ -6,7 +6,15 @@ import math
 
 import pytest
 import torch
-from fastsiren.reference import Siren, autograd_jet, gradient, hessian, jacobian, laplace
+from fastsiren.reference import (
+    Siren,
+    autograd_jet,
+    gradient,
+    hessian,
+    jacobian,
+    laplace,
+    naive_jet,
+)
 from helpers import assert_rel_close
 
 
@@ -87,3 +95,15 @@ def test_state_dict_layout_is_the_official_one():
         "net.2.linear.weight", "net.2.linear.bias",
         "net.3.weight", "net.3.bias",
     ]
+
+
+@pytest.mark.parametrize("outermost_linear", [True, False])
+def test_naive_jets_match_autograd(gen, outermost_linear):
+    torch.manual_seed(2)
+    model = Siren(3, 24, 2, 2, outermost_linear=outermost_linear).double()
+    x = torch.rand(33, 3, generator=gen, dtype=torch.float64) * 2 - 1
+    weights, biases, omegas = model.parameters_by_layer()
+    naive = naive_jet(x, weights, biases, omegas, outermost_linear, order=2)
+    truth = autograd_jet(model, x, 2)
+    for name in ("value", "grad", "lap"):
+        assert_rel_close(getattr(naive, name), getattr(truth, name), 1e-11, name)
