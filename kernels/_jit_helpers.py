@@ -1,0 +1,38 @@
+"""Small ``@triton.jit`` helpers shared by the kernels: sincos and the jet epilogues.
+
+Only ``tl.sin``/``tl.cos`` (no libdevice calls): the interpreter cannot run libdevice.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def sincos(u):
+    """sin u and cos u, computed once per element and shared by every slab's epilogue."""
+    return tl.sin(u), tl.cos(u)
+
+
+@triton.jit
+def second_order_term(g3, HESS_DIAG: tl.constexpr):
+    """The curvature factor of the second-order slabs from the gradient slabs g3 [D, BN, BM]:
+    g_i^2 per axis (Hessian diagonal, [D, BN, BM]) or sum_i g_i^2 (Laplacian, [1, BN, BM])."""
+    sq = g3 * g3
+    if HESS_DIAG:
+        return sq
+    else:
+        return tl.expand_dims(tl.sum(sq, axis=0), 0)
+
+
+@triton.jit
+def slab_offsets(slab0, n_slabs, offs_n, N, offs_m, M, stride_r, stride_n, PAD: tl.constexpr):
+    """Offsets and mask of a 3D tile [PAD, BN, BM] covering slabs slab0 .. slab0 + n_slabs - 1
+    of a stacked [R, N, M] tensor (slab stride stride_r, row stride stride_n, unit columns)."""
+    r = tl.arange(0, PAD)
+    offs = ((slab0 + r) * stride_r)[:, None, None] \
+        + (offs_n * stride_n)[None, :, None] + offs_m[None, None, :]
+    mask = (r < n_slabs)[:, None, None] & (offs_n < N)[None, :, None] \
+        & (offs_m < M)[None, None, :]
+    return offs, mask

@@ -1,0 +1,79 @@
+"""Matmul input precision of the Triton kernels: the one knob behind every ``tl.dot``.
+
+fp32 operands can enter the tensor cores three ways (Triton's ``input_precision``):
+
+  "ieee"    exact fp32 products (no tensor-core shortcut); what the equivalence tests use
+  "tf32x3"  three TF32 products per fp32 product: close to fp32 accuracy, faster than ieee
+  "tf32"    one TF32 product (10-bit mantissa): fastest, about 1e-3 relative error per GEMM
+
+Resolution, first match wins:
+
+1. under ``TRITON_INTERPRET=1``: always "ieee" (the interpreter computes in numpy, exactly);
+2. an explicit override: ``set_input_precision(mode)`` or ``with input_precision(mode): ...``;
+3. the environment variable ``FASTSIREN_INPUT_PRECISION``;
+4. PyTorch's own switch: "tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is True, else
+   "ieee" -- so fastsiren's GEMMs round like the eager matmuls they are compared with.
+
+The override is process-wide, not thread- or context-local, on purpose: autograd runs CUDA
+backward passes on its own worker thread, which would not see a thread-local or ``contextvars``
+setting made around ``loss.backward()``. bf16/fp16 operands ignore the knob (they always use
+the tensor cores with fp32 accumulation); fp64 operands always use "ieee".
+
+This module imports no Triton, so ``fastsiren.kernels`` imports on machines without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["INPUT_PRECISIONS", "current_input_precision", "input_precision", "set_input_precision"]
+
+INPUT_PRECISIONS = ("ieee", "tf32x3", "tf32")
+ENV_VAR = "FASTSIREN_INPUT_PRECISION"
+
+_override: str | None = None
+
+
+def _check(mode: str, where: str) -> str:
+    if mode not in INPUT_PRECISIONS:
+        raise ValueError(f"{where}: unknown input precision {mode!r}, expected one of "
+                         f"{INPUT_PRECISIONS}")
+    return mode
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def set_input_precision(mode: str | None) -> None:
+    """Use ``mode`` for every fp32 ``tl.dot`` from now on; None returns to the default."""
+    global _override
+    _override = None if mode is None else _check(mode, "set_input_precision")
+
+
+@contextmanager
+def input_precision(mode: str | None) -> Iterator[None]:
+    """Temporarily set the input precision (process-wide; see the module docstring)."""
+    global _override
+    previous = _override
+    set_input_precision(mode)
+    try:
+        yield
+    finally:
+        _override = previous
+
+
+def current_input_precision() -> str:
+    """The mode the next kernel launch will use (see the resolution order above)."""
+    if _interpreting():
+        return "ieee"
+    if _override is not None:
+        return _override
+    env = os.environ.get(ENV_VAR, "")
+    if env:
+        return _check(env, f"${ENV_VAR}")
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
