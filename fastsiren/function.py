@@ -43,14 +43,15 @@ class SirenJetFunction(torch.autograd.Function):
         ctx.chunks = [slice(n, min(n + chunk, N)) for n in range(0, N, chunk)] or [slice(0, 0)]
         out = x.new_empty(B, layout.rows, N, widths[-1])
         saved = []
+        needs_grad = any(ctx.needs_input_grad)
         for points in ctx.chunks:
             chunk_out, stacks, preacts = _forward_chunk(
-                x[:, points], weights, biases, omegas, layout, outermost_linear, ops
+                x[:, points], weights, biases, omegas, layout, outermost_linear, ops, needs_grad
             )
             out[:, :, points] = chunk_out
             saved.append((stacks, None if recompute else preacts))
 
-        if any(ctx.needs_input_grad):
+        if needs_grad:
             # The output and inputs go through save_for_backward (version-checked, no cycle);
             # intermediates live on ctx, which is how autograd.Function keeps them.
             ctx.save_for_backward(x, out, *weights, *biases)
@@ -85,10 +86,10 @@ class SirenJetFunction(torch.autograd.Function):
         return (grad_x, None, None, None, None, None, *grad_w, *grad_b)
 
 
-def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops):
+def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops, keep_cos):
     """Run the layers on one chunk of points; return (out, layer inputs, per-layer cos/G)."""
     n_layers = len(omegas)
-    stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout)
+    stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout, keep_cos)
     stacks = [stack]  # stacks[l - 1] is the input of layer l
     preacts = [cos_u]  # per sine layer: cos u (first layer), else G with cos u in slab 0
     for l in range(1, n_layers):
@@ -96,7 +97,7 @@ def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops):
         if l == n_layers - 1 and outermost_linear:
             stack = ops.linear_layer_fwd(stack, w, b)
         else:
-            stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout)
+            stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout, keep_cos)
             preacts.append(G)
         stacks.append(stack)
     return stacks.pop(), stacks, preacts

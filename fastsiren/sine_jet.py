@@ -110,15 +110,26 @@ def first_layer_preact(
 
 
 def first_layer_fwd(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float, layout: JetLayout
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    omega: float,
+    layout: JetLayout,
+    keep_cos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sine layer on the coordinates themselves. Returns (out [B, R, N, M], cos u [B, N, M])."""
+    """Sine layer on the coordinates themselves. Returns (out [B, R, N, M], cos u [B, N, M]).
+
+    With ``keep_cos=False`` at order 0 (inference: nothing needs cos u) the second return value
+    is u itself and the cosine is skipped.
+    """
     B, N, _ = x.shape
     M = w.shape[1]
     g = (omega * w).transpose(1, 2)  # [B, d, M]: d u / d x_i for every point
     u = first_layer_preact(x, w, b, omega)
     out = x.new_empty(B, layout.rows, N, M)
     s = torch.sin(u, out=out[:, 0])
+    if layout.order == 0 and not keep_cos:
+        return out, u
     c = torch.cos(u, out=u)
     if layout.order >= 1:
         torch.mul(c.unsqueeze(1), g.unsqueeze(2), out=out[:, layout.grad_slice])
@@ -184,13 +195,21 @@ def sine_layer_preact(
 
 
 def sine_layer_fwd(
-    stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float, layout: JetLayout
+    stack: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    omega: float,
+    layout: JetLayout,
+    keep_cos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0."""
+    """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0
+    (left as u when ``keep_cos=False`` at order 0, where nothing else needs the cosine)."""
     G = sine_layer_preact(stack, w, b, omega)
     out = torch.empty_like(G)
     u = G[:, 0]
     s = torch.sin(u, out=out[:, 0])
+    if layout.order == 0 and not keep_cos:
+        return out, G
     c = torch.cos(u, out=u)
     if layout.order >= 1:
         gj = G[:, layout.grad_slice]
