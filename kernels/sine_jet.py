@@ -181,6 +181,7 @@ def _sine_layer_fwd_kernel(
     HESS_DIAG: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PREACT_ONLY: tl.constexpr,
+    KEEP_COS: tl.constexpr,  # False only at order 0: skip the cosine, leave u in G / cos_ptr
     ACC_DTYPE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -240,10 +241,13 @@ def _sine_layer_fwd_kernel(
     mask_0 = mask_n[:, None] & mask_m[None, :]
     if PREACT_ONLY:
         tl.store(g_ptr + offs_0, u.to(g_ptr.dtype.element_ty), mask=mask_0)
-    else:
+    elif KEEP_COS:
         s, c = sincos(u)
         tl.store(out_ptr + offs_0, s.to(out_ptr.dtype.element_ty), mask=mask_0)
         tl.store(g_ptr + offs_0, c.to(g_ptr.dtype.element_ty), mask=mask_0)
+    else:  # order-0 inference: nothing reads cos u, G keeps u
+        tl.store(out_ptr + offs_0, tl.sin(u).to(out_ptr.dtype.element_ty), mask=mask_0)
+        tl.store(g_ptr + offs_0, u.to(g_ptr.dtype.element_ty), mask=mask_0)
     if D > 0:
         g3 = tl.reshape(acc_g * omega, (D_PAD, BLOCK_N, BLOCK_M))
         offs3, mask3 = slab_offsets(1, D, offs_n, N, offs_m, M, stride_or, stride_on, D_PAD)
@@ -292,6 +296,7 @@ def _first_layer_fwd_kernel(
     HESS_DIAG: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PREACT_ONLY: tl.constexpr,
+    KEEP_COS: tl.constexpr,  # False only at order 0: skip the cosine, write u to cos_ptr
     USE_DOT: tl.constexpr,  # K > FMA_MAX_K: tl.dot over K tiles instead of FMAs
     ACC_DTYPE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -335,12 +340,15 @@ def _first_layer_fwd_kernel(
 
     mask_0 = mask_n[:, None] & mask_m[None, :]
     offs_c = offs_n[:, None] * stride_cn + offs_m[None, :]
+    offs_o = offs_n[:, None] * stride_on + offs_m[None, :]
     if PREACT_ONLY:
         tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
+    elif not KEEP_COS:  # order-0 inference: nothing reads cos u, return u
+        tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
+        tl.store(out_ptr + offs_o, tl.sin(u).to(out_ptr.dtype.element_ty), mask=mask_0)
     else:
         s, c = sincos(u)
         tl.store(cos_ptr + offs_c, c.to(cos_ptr.dtype.element_ty), mask=mask_0)
-        offs_o = offs_n[:, None] * stride_on + offs_m[None, :]
         tl.store(out_ptr + offs_o, s.to(out_ptr.dtype.element_ty), mask=mask_0)
         if ORDER >= 1:
             # J = I, L = 0: g_i = omega W[:, i] for every point, so the jets are closed forms.
@@ -731,7 +739,7 @@ def _slab_counts(layout: JetLayout) -> dict:
                 L_PAD=pow2(layout.n_lap))
 
 
-def _first_layer_launch(x, w, b, omega, layout, preact_only):
+def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
     x = _launch.check_tensor(x, "coordinates x", 3)
     w, b = _check_weights(w, b, x, "first layer")
     B, N, K = x.shape
@@ -758,7 +766,8 @@ def _first_layer_launch(x, w, b, omega, layout, preact_only):
         out.stride(0), out.stride(1), out.stride(2),
         cos.stride(0), cos.stride(1),
         ORDER=layout.order, HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None,
-        PREACT_ONLY=preact_only, USE_DOT=K > _launch.FMA_MAX_K,
+        PREACT_ONLY=preact_only, KEEP_COS=keep_cos or layout.order > 0,
+        USE_DOT=K > _launch.FMA_MAX_K,
         ACC_DTYPE=_launch.acc_dtype(x.dtype),
         INPUT_PRECISION=_launch.dot_precision(x.dtype, current_input_precision()),
     )
@@ -773,10 +782,19 @@ def first_layer_preact(
 
 
 def first_layer_fwd(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float, layout: JetLayout
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    omega: float,
+    layout: JetLayout,
+    keep_cos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sine layer on the coordinates themselves. Returns (out [B, R, N, M], cos u [B, N, M])."""
-    return _first_layer_launch(x, w, b, omega, layout, preact_only=False)
+    """Sine layer on the coordinates themselves. Returns (out [B, R, N, M], cos u [B, N, M]).
+
+    With ``keep_cos=False`` at order 0 (inference: nothing needs cos u) the second return value
+    is u itself and the cosine is skipped.
+    """
+    return _first_layer_launch(x, w, b, omega, layout, preact_only=False, keep_cos=keep_cos)
 
 
 def first_layer_bwd(
@@ -837,7 +855,7 @@ def first_layer_bwd(
     return gx, gw, gb
 
 
-def _sine_layer_launch(stack, w, b, omega, layout, preact_only):
+def _sine_layer_launch(stack, w, b, omega, layout, preact_only, keep_cos=True):
     stack = _check_stack(stack, layout, "input stack")
     w, b = _check_weights(w, b, stack, "sine layer")
     B, R, N, K = stack.shape
@@ -861,7 +879,7 @@ def _sine_layer_launch(stack, w, b, omega, layout, preact_only):
         G.stride(0), G.stride(1), G.stride(2),
         **_slab_counts(layout),
         HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None, PREACT_ONLY=preact_only,
-        ACC_DTYPE=_launch.acc_dtype(stack.dtype),
+        KEEP_COS=keep_cos or layout.order > 0, ACC_DTYPE=_launch.acc_dtype(stack.dtype),
         INPUT_PRECISION=_launch.dot_precision(stack.dtype, current_input_precision()),
     )
     return out, G
@@ -884,10 +902,16 @@ def sine_layer_preact(
 
 
 def sine_layer_fwd(
-    stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float, layout: JetLayout
+    stack: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    omega: float,
+    layout: JetLayout,
+    keep_cos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0."""
-    return _sine_layer_launch(stack, w, b, omega, layout, preact_only=False)
+    """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0
+    (left as u when ``keep_cos=False`` at order 0, where nothing else needs the cosine)."""
+    return _sine_layer_launch(stack, w, b, omega, layout, preact_only=False, keep_cos=keep_cos)
 
 
 def sine_layer_bwd(
