@@ -71,7 +71,9 @@ def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | Non
     if t.dim() != dims:
         raise ValueError(f"{name} must have {dims} dims, got shape {tuple(t.shape)}")
     if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; the Triton kernels support {SUPPORTED_DTYPES}")
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; the Triton kernels support {SUPPORTED_DTYPES}"
+        )
     if like is not None:
         if t.dtype != like.dtype:
             raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype}")

@@ -108,6 +108,8 @@ def _cfg(kw: dict, warps: int = 4, stages: int = 2) -> triton.Config:
 # holds (1 + D_PAD + L_PAD) accumulators of BLOCK_N x BLOCK_M, so its tiles stay small.
 _SINE_FWD_CONFIGS = _launch.configs(
     [
+        _cfg({"BLOCK_N": 16, "BLOCK_M": 64, "BLOCK_K": 32}, 4, 2),
+        _cfg({"BLOCK_N": 16, "BLOCK_M": 128, "BLOCK_K": 32}, 8, 2),
         _cfg({"BLOCK_N": 32, "BLOCK_M": 64, "BLOCK_K": 32}, 4, 2),
         _cfg({"BLOCK_N": 64, "BLOCK_M": 64, "BLOCK_K": 32}, 4, 2),
         _cfg({"BLOCK_N": 32, "BLOCK_M": 128, "BLOCK_K": 32}, 8, 2),
@@ -145,10 +147,28 @@ _MATMUL_CONFIGS = _launch.configs(
 )
 
 
+# Accumulator registers per thread the fused forward may use before a config is dropped
+# untimed: beyond ~128 fp32 values per thread the accumulators spill to local memory.
+MAX_ACC_PER_THREAD = 128
+
+
+def _prune_sine_fwd(configs, named_args, **kwargs):
+    """Drop configs whose (1 + D_PAD + L_PAD) accumulator tiles would not fit in registers;
+    keep the smallest if none fits."""
+    slabs = 1 + kwargs.get("D_PAD", 1) + kwargs.get("L_PAD", 1)
+
+    def per_thread(cfg):
+        return slabs * cfg.kwargs["BLOCK_N"] * cfg.kwargs["BLOCK_M"] / (32 * cfg.num_warps)
+
+    fitting = [c for c in configs if per_thread(c) <= MAX_ACC_PER_THREAD]
+    return fitting or [min(configs, key=per_thread)]
+
+
 # ----------------------------------------------------------------------------- forward kernels
 
 
-@triton.autotune(configs=_SINE_FWD_CONFIGS, key=["M", "K", "n_bucket"])
+@triton.autotune(configs=_SINE_FWD_CONFIGS, key=["M", "K", "n_bucket"],
+                 prune_configs_by={"early_config_prune": _prune_sine_fwd})
 @triton.jit(do_not_specialize=["N"])
 def _sine_layer_fwd_kernel(
     # pointers

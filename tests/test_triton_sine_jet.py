@@ -24,9 +24,10 @@ from fastsiren.jet import JetLayout
 
 triton = pytest.importorskip("triton")
 
-from fastsiren import sine_jet as torch_ops  # noqa: E402
 from fastsiren.kernels import input_precision, precision, set_input_precision  # noqa: E402
 from fastsiren.kernels import sine_jet as triton_ops  # noqa: E402
+
+from fastsiren import sine_jet as torch_ops  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if HAS_CUDA else "cpu")
@@ -39,18 +40,18 @@ FP64_TOL = 1e-10
 def fp32_tol(omega: float) -> dict[str, float]:
     """float32 tolerances (relative max error, ieee matmuls on both sides).
 
-    Both backends round every GEMM and sine at ~1e-7 relative, in different orders. An error
-    delta in the pre-activation u moves sin u and cos u by delta, and each derivative order
-    multiplies by omega through the chain rule (g_i = omega Jh_i), so the value, gradient and
-    Laplacian errors grow like omega^0, omega^1, omega^2 relative to an O(1) scale, while the
-    outputs themselves grow like omega^k too -- but the Laplacian's two terms (c g_L and
-    s sum g_i^2, each ~omega^2) cancel partly, which leaves relative errors well above the
-    value's. Parameter gradients collect every output's cotangent, the Laplacian's included.
-    The base 2e-5 is about 100 ulp; observed errors sit 10-100x below these bounds.
+    Both backends round every GEMM and sine at ~1e-7 relative, summing in different orders. An
+    error delta in a pre-activation u moves sin u and cos u by delta, and each derivative order
+    multiplies by omega through the chain rule (g_i = omega Jh_i), so against an O(1) scale the
+    value, gradient and Laplacian errors grow like omega^0, omega^1, omega^2; the Laplacian's two
+    terms (c g_L and s sum_i g_i^2, each ~omega^2) also cancel partly, so relative to its own
+    size it loses more. Parameter gradients collect every output's cotangent, the Laplacian's
+    included. Calibrated at omega_0 = 30 (observed there: fields <= 3e-6, parameter gradients
+    <= 2.4e-5, x gradient <= 3e-6) with a 4-10x margin, and grown by (omega_0 / 30)^k above it.
     """
-    w = max(1.0, omega)
-    return {"value": 2e-5, "grad": 2e-5 * w, "lap": 2e-5 * w * w, "hess_diag": 2e-5 * w * w,
-            "param": 2e-5 * w * w}
+    r = max(1.0, omega / 30.0)
+    return {"value": 2e-5, "grad": 2e-5 * r, "lap": 4e-5 * r * r, "hess_diag": 4e-5 * r * r,
+            "x": 4e-5 * r * r, "param": 1e-4 * r * r}
 
 
 @pytest.fixture(autouse=True)
@@ -304,7 +305,6 @@ def test_network_against_reference(gen):
 def test_network_float32(gen, case, lay):
     """The fp32 path (fp32 accumulators, fp32 sincos) within omega-scaled tolerances."""
     tol = fp32_tol(case[-1])
-    tol["x"] = tol["param"]
     _compare_networks(gen, case, lay, torch.float32, tol.__getitem__)
 
 
