@@ -15,6 +15,8 @@ most a small multiple of the torch backend's own error at the same precision.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from helpers import rel_err
@@ -393,7 +395,8 @@ def test_bad_inputs_raise(gen):
 GPU_CASES = [
     pytest.param((1 << 16, 2, 256, 3, 1, 2, False), id="N65536-d2-w256x3-lap"),
     pytest.param((1 << 16, 3, 256, 3, 1, 2, True), id="N65536-d3-w256x3-hessdiag"),
-    pytest.param((1 << 20, 2, 256, 3, 1, 1, False), id="N1M-d2-w256x3-grad"),
+    # one hidden layer: the float64 truth alone holds ~45 GB at N = 2^20
+    pytest.param((1 << 20, 2, 256, 1, 1, 1, False), id="N1M-d2-w256x1-grad"),
     pytest.param((4097, 1, 100, 2, 2, 2, False), id="N4097-d1-w100x2-out2"),
 ]
 
@@ -450,6 +453,9 @@ def test_gpu_precision(gen, case, dtype, mode, torch_tf32, factor):
     if dtype == torch.float16 and case[0] >= 1 << 20:
         pytest.skip("fp16 at N = 2^20: covered by bf16, halves the tier's run time")
     ours, theirs = _gpu_errors(case, gen, dtype, mode, torch_tf32)
+    if dtype == torch.float16 and not all(math.isfinite(e) and e < 1 for e in theirs.values()):
+        # Not a kernel fault: at omega_0 = 30 second derivatives can exceed fp16's range.
+        pytest.skip(f"the torch backend itself leaves fp16's range here: {theirs}")
     floor = 4 * torch.finfo(dtype).eps
     bad = {k: (ours[k], theirs[k]) for k in ours if ours[k] > factor * theirs[k] + floor}
     assert not bad, f"errors (triton, torch) over {factor}x torch's: {bad}"
