@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from . import backend as _backend
+from .adjoint import SirenGradFunction
 from .function import siren_jet_stack
 from .jet import Jet, JetLayout
 
@@ -85,6 +86,13 @@ def _validate(x, weights, biases, omegas, outermost_linear) -> bool:
     return batched
 
 
+def _prefer_adjoint(backend: str, order: int, d: int, n_out: int) -> bool:
+    """Order 1 by the adjoint sweep (``fastsiren.adjoint``) when it does fewer matmuls than the
+    forward-mode jet: 3 (1 + n_out) against 3 (1 + d) slab-matmuls per layer. Torch backend only;
+    the Triton kernels implement the forward-mode jet."""
+    return backend == "torch" and order == 1 and n_out < d
+
+
 def siren_jet(
     x: torch.Tensor,
     weights: Sequence[torch.Tensor],
@@ -137,6 +145,13 @@ def siren_jet(
     xb = xb.contiguous()
     weights = [w.contiguous() for w in weights]
     biases = [None if b is None else b.contiguous() for b in biases]
+    n_out = weights[-1].shape[-2]
+    if _prefer_adjoint(name, order, d, n_out):
+        value, grad = SirenGradFunction.apply(xb, omegas, outermost_linear, *weights, *biases)
+        return Jet(
+            value.reshape(*lead_shape, n_out),
+            grad.permute(0, 2, 1, 3).reshape(*lead_shape, n_out, d),
+        )
     stack = siren_jet_stack(
         xb, weights, biases, omegas, layout, outermost_linear, recompute, _backend.jet_ops(name)
     )

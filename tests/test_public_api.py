@@ -27,6 +27,12 @@ def test_functional_and_reference_exports():
     ])
 
 
+def test_kernels_exports():
+    assert sorted(fastsiren.kernels.__all__) == sorted([
+        "INPUT_PRECISIONS", "current_input_precision", "input_precision", "set_input_precision",
+    ])
+
+
 def test_no_top_level_kernels_or_reference_modules(tmp_path):
     # In a fresh interpreter outside the checkout (whose folders would shadow the question):
     # the install provides fastsiren.kernels and fastsiren.reference, never bare names.

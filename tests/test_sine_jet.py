@@ -214,3 +214,26 @@ def test_chunked_points_match_one_pass(gen, monkeypatch):
         assert_rel_close(chunked[name], one_pass[name], 1e-13, name)
     for a, b in zip(chunked_grads, one_grads):
         assert_rel_close(a, b, 1e-12, "gradient")
+
+
+@pytest.mark.parametrize("case", [CASES[3], CASES[8]])
+def test_forward_mode_order1_where_the_adjoint_is_preferred(gen, case, monkeypatch):
+    """Order 1 with fewer outputs than coordinates normally takes the adjoint sweep; the
+    forward-mode jet must stay exact there too (it is the Triton path's specification)."""
+    import fastsiren.functional as functional
+
+    monkeypatch.setattr(functional, "_prefer_adjoint", lambda *args: False)
+    check(run_both(gen, case, 1, False, torch.float64), F64_TOL, 1e-10)
+
+
+@pytest.mark.parametrize("case", [CASES[3], CASES[8]])
+def test_adjoint_path_is_taken_for_fewer_outputs_than_inputs(gen, case):
+    batch, n, d, width, out, hidden, linear, omega = case
+    weights, biases, omegas = make_params(gen, batch, d, width, out, hidden, omega, torch.float64)
+    x = torch.rand((n, d) if batch is None else (batch, n, d), generator=gen, dtype=torch.float64)
+    jet = fs.siren_jet(x, weights, biases, omegas, 1, linear, "torch")
+    node, names = jet.grad.grad_fn, []
+    while node is not None:  # the grad field is a view chain over the Function's output
+        names.append(type(node).__name__)
+        node = node.next_functions[0][0] if node.next_functions else None
+    assert "SirenGradFunctionBackward" in names, names
