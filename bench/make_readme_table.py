@@ -2,7 +2,9 @@
 
     python bench/make_readme_table.py [--results bench/results] [--readme README.md] [--check]
 
-Only the text between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` changes. Without those
+Only the text between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` changes (and the
+headline sentence between ``<!-- headline:begin -->`` and ``<!-- headline:end -->``, if the README
+has those markers). Without the bench
 markers the script prints what to add and exits with status 1; ``--check`` exits 1 when the
 README is not up to date with the results (for CI).
 """
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     readme = args.readme.read_text() if args.readme.exists() else ""
     try:
         updated = fb.replace_readme_section(readme, section)
+        if fb.HEADLINE_BEGIN in readme:
+            updated = fb.replace_readme_section(
+                updated, fb.readme_headline(docs), fb.HEADLINE_BEGIN, fb.HEADLINE_END
+            )
     except ValueError:
         print(f"{args.readme} has no benchmark block. Add these two lines where the table "
               f"belongs (the benchmark section), then run this script again:\n\n"
