@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from .function import ChunkGradients, point_chunks
 from .sine_jet import _rows_matmul, points_per_chunk
 
 
@@ -136,7 +137,7 @@ class SirenGradFunction(torch.autograd.Function):
         B, N, d = x.shape
         O = weights[-1].shape[1]
         chunk = points_per_chunk(N, 2 + 2 * O, max(w.shape[1] for w in weights), x)
-        ctx.chunks = [slice(n, min(n + chunk, N)) for n in range(0, N, chunk)] or [slice(0, 0)]
+        ctx.chunks = point_chunks(N, chunk)
         ctx.omegas, ctx.outermost_linear = omegas, outermost_linear
         y = x.new_empty(B, N, O)
         grad = x.new_empty(B, O, N, d)
@@ -158,21 +159,10 @@ class SirenGradFunction(torch.autograd.Function):
         x, *params = ctx.saved_tensors
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w: list = [None] * n_layers
-        grad_b: list = [None] * n_layers
+        grads = ChunkGradients(x, n_layers, need_x)
         for points, saved in zip(ctx.chunks, ctx.saved_chunks):
-            gx, gws, gbs = _backward_chunk(
+            grads.add(points, *_backward_chunk(
                 grad_y[:, points].contiguous(), grad_grad[:, :, points].contiguous(),
                 x[:, points], weights, biases, ctx.omegas, ctx.outermost_linear, saved, need_x,
-            )
-            if need_x:
-                grad_x[:, points] = gx
-            for l in range(n_layers):
-                grad_w[l] = gws[l] if grad_w[l] is None else grad_w[l].add_(gws[l])
-                if gbs[l] is not None:
-                    grad_b[l] = gbs[l] if grad_b[l] is None else grad_b[l].add_(gbs[l])
-        need = ctx.needs_input_grad[3:]
-        grad_w = [g if n else None for g, n in zip(grad_w, need[:n_layers])]
-        grad_b = [g if n else None for g, n in zip(grad_b, need[n_layers:])]
-        return (grad_x, None, None, *grad_w, *grad_b)
+            ))
+        return grads.result(ctx.needs_input_grad, n_non_tensor=2)

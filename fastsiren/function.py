@@ -22,6 +22,37 @@ from torch.autograd.function import once_differentiable
 from .jet import JetLayout
 
 
+def point_chunks(n_points: int, chunk: int) -> list[slice]:
+    """Slices of at most ``chunk`` points covering 0..n_points (one empty slice for none)."""
+    return [slice(n, min(n + chunk, n_points)) for n in range(0, n_points, chunk)] or [slice(0, 0)]
+
+
+class ChunkGradients:
+    """Gradients of a chunked backward: x̄ filled chunk by chunk, W̄ and b̄ summed over chunks."""
+
+    def __init__(self, x: torch.Tensor, n_layers: int, need_x: bool):
+        self.grad_x = torch.empty_like(x) if need_x else None
+        self.grad_w: list = [None] * n_layers
+        self.grad_b: list = [None] * n_layers
+
+    def add(self, points: slice, grad_x, grad_w: list, grad_b: list) -> None:
+        if self.grad_x is not None:
+            self.grad_x[:, points] = grad_x
+        for l, (gw, gb) in enumerate(zip(grad_w, grad_b)):
+            self.grad_w[l] = gw if self.grad_w[l] is None else self.grad_w[l].add_(gw)
+            if gb is not None:
+                self.grad_b[l] = gb if self.grad_b[l] is None else self.grad_b[l].add_(gb)
+
+    def result(self, needs_input_grad: tuple, n_non_tensor: int) -> tuple:
+        """backward's return: x̄, None for the non-tensor arguments, then W̄s and b̄s (None
+        where not needed)."""
+        n_layers = len(self.grad_w)
+        need = needs_input_grad[1 + n_non_tensor :]
+        grad_w = [g if n else None for g, n in zip(self.grad_w, need[:n_layers])]
+        grad_b = [g if n else None for g, n in zip(self.grad_b, need[n_layers:])]
+        return (self.grad_x, *([None] * n_non_tensor), *grad_w, *grad_b)
+
+
 class SirenJetFunction(torch.autograd.Function):
     """Stacked jet [B, R, N, out] of a SIREN at coordinates x [B, N, d].
 
@@ -39,8 +70,7 @@ class SirenJetFunction(torch.autograd.Function):
 
         B, N, _ = x.shape
         widths = [w.shape[1] for w in weights]
-        chunk = ops.points_per_chunk(N, layout.rows, max(widths), x)
-        ctx.chunks = [slice(n, min(n + chunk, N)) for n in range(0, N, chunk)] or [slice(0, 0)]
+        ctx.chunks = point_chunks(N, ops.points_per_chunk(N, layout.rows, max(widths), x))
         out = x.new_empty(B, layout.rows, N, widths[-1])
         saved = []
         needs_grad = any(ctx.needs_input_grad)
@@ -65,25 +95,13 @@ class SirenJetFunction(torch.autograd.Function):
         x, out, *params = ctx.saved_tensors
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w: list = [None] * n_layers
-        grad_b: list = [None] * n_layers
+        grads = ChunkGradients(x, n_layers, need_x)
         for points, (stacks, preacts) in zip(ctx.chunks, ctx.saved_chunks):
-            gx, gws, gbs = _backward_chunk(
+            grads.add(points, *_backward_chunk(
                 grad_out[:, :, points], x[:, points], out[:, :, points], stacks, preacts,
                 weights, biases, ctx, need_x,
-            )
-            if need_x:
-                grad_x[:, points] = gx
-            for l in range(n_layers):
-                grad_w[l] = gws[l] if grad_w[l] is None else grad_w[l].add_(gws[l])
-                if gbs[l] is not None:
-                    grad_b[l] = gbs[l] if grad_b[l] is None else grad_b[l].add_(gbs[l])
-
-        need = ctx.needs_input_grad[6:]
-        grad_w = [g if n else None for g, n in zip(grad_w, need[:n_layers])]
-        grad_b = [g if n else None for g, n in zip(grad_b, need[n_layers:])]
-        return (grad_x, None, None, None, None, None, *grad_w, *grad_b)
+            ))
+        return grads.result(ctx.needs_input_grad, n_non_tensor=5)
 
 
 def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops, keep_cos):

@@ -19,3 +19,18 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, name: str):
     err = rel_err(actual, expected)
     assert err <= tol, f"{name}: relative error {err:.3e} exceeds {tol:.1e}"
+
+
+def make_params(gen, batch, d, width, out, hidden_layers, omega, dtype, device="cpu"):
+    """SIREN-initialised (weights, biases, omegas) as the modules draw them, optionally batched
+    (leading dim ``batch``); leaf tensors that require grad."""
+    sizes = [d] + [width] * (hidden_layers + 1) + [out]
+    lead = () if batch is None else (batch,)
+    weights, biases = [], []
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = 1 / fan_in if l == 0 else (6 / fan_in) ** 0.5 / omega
+        w = (torch.rand(*lead, fan_out, fan_in, generator=gen, dtype=dtype) * 2 - 1) * bound
+        b = (torch.rand(*lead, fan_out, generator=gen, dtype=dtype) * 2 - 1) / fan_in**0.5
+        weights.append(w.to(device).requires_grad_())
+        biases.append(b.to(device).requires_grad_())
+    return weights, biases, [omega] * len(weights)

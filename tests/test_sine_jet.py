@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fastsiren.reference import autograd_jet, siren_forward
-from helpers import assert_rel_close
+from helpers import assert_rel_close, make_params
 
 import fastsiren as fs
 
@@ -30,20 +30,6 @@ CASES = [
     pytest.param((3, 37, 2, 16, 1, 2, True, 30.0), id="B3-N37-d2-w16"),
     pytest.param((2, 37, 3, 100, 2, 1, False, 30.0), id="B2-N37-d3-sine-out2"),
 ]
-
-
-def make_params(gen, batch, d, width, out, hidden_layers, omega, dtype):
-    """SIREN-initialised weights (as the modules draw them), optionally batched."""
-    sizes = [d] + [width] * (hidden_layers + 1) + [out]
-    lead = () if batch is None else (batch,)
-    weights, biases = [], []
-    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        bound = 1 / fan_in if l == 0 else (6 / fan_in) ** 0.5 / omega
-        w = (torch.rand(*lead, fan_out, fan_in, generator=gen, dtype=dtype) * 2 - 1) * bound
-        b = (torch.rand(*lead, fan_out, generator=gen, dtype=dtype) * 2 - 1) / fan_in**0.5
-        weights.append(w.requires_grad_())
-        biases.append(b.requires_grad_())
-    return weights, biases, [omega] * len(weights)
 
 
 def jet_fields(jet, order, hessian_diag):

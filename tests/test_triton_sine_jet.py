@@ -19,7 +19,7 @@ import math
 
 import pytest
 import torch
-from helpers import rel_err
+from helpers import make_params, rel_err
 
 import fastsiren as fs
 from fastsiren.jet import JetLayout
@@ -221,18 +221,6 @@ NET_CASES = [
 ]
 
 
-def make_params(gen, batch, d, width, out, hidden_layers, omega, dtype):
-    """SIREN-initialised weights (as the modules draw them), optionally batched."""
-    sizes = [d] + [width] * (hidden_layers + 1) + [out]
-    lead = () if batch is None else (batch,)
-    weights, biases = [], []
-    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        bound = 1 / fan_in if l == 0 else (6 / fan_in) ** 0.5 / omega
-        weights.append(_rand(gen, *lead, fan_out, fan_in, dtype=dtype, scale=bound))
-        biases.append(_rand(gen, *lead, fan_out, dtype=dtype, scale=fan_in**-0.5))
-    return weights, biases, [omega] * len(weights)
-
-
 def jet_fields(jet, order, hessian_diag):
     names = ["value", "grad", "lap"][: order + 1]
     if hessian_diag:
@@ -266,7 +254,7 @@ def run_network(backend, x, weights, biases, omegas, order, hessian_diag, linear
 def _compare_networks(gen, case, lay, dtype, tol_of, other="torch", recompute=False):
     batch, n, d, width, out, hidden, linear, omega = case
     order, hd = lay
-    weights, biases, omegas = make_params(gen, batch, d, width, out, hidden, omega, dtype)
+    weights, biases, omegas = make_params(gen, batch, d, width, out, hidden, omega, dtype, DEVICE)
     x = _rand(gen, *((n, d) if batch is None else (batch, n, d)), dtype=dtype)
     seed = int(torch.randint(0, 2**31, (1,), generator=gen))
     got = run_network("triton", x, weights, biases, omegas, order, hd, linear, seed, recompute)
@@ -405,7 +393,9 @@ def _gpu_errors(case, gen, dtype, mode, torch_tf32):
     """Relative errors of triton (at dtype / mode) and of the torch backend (at dtype, with
     torch's TF32 switch) against the torch backend in float64, per field and gradient."""
     n, d, width, hidden, out, order, hd = case
-    weights, biases, omegas = make_params(gen, None, d, width, out, hidden, 30.0, torch.float64)
+    weights, biases, omegas = make_params(
+        gen, None, d, width, out, hidden, 30.0, torch.float64, DEVICE
+    )
     x = _rand(gen, n, d)
     seed = int(torch.randint(0, 2**31, (1,), generator=gen))
     truth = run_network("torch", x, weights, biases, omegas, order, hd, True, seed)
