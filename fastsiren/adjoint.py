@@ -142,12 +142,14 @@ class SirenGradFunction(torch.autograd.Function):
         y = x.new_empty(B, N, O)
         grad = x.new_empty(B, O, N, d)
         saved = []
+        needs_grad = any(ctx.needs_input_grad)
         for points in ctx.chunks:
             y[:, points], grad[:, :, points], chunk_saved = _forward_chunk(
                 x[:, points], weights, biases, omegas, outermost_linear
             )
-            saved.append(chunk_saved)
-        if any(ctx.needs_input_grad):
+            if needs_grad:  # otherwise each chunk's intermediates are freed right away
+                saved.append(chunk_saved)
+        if needs_grad:
             ctx.save_for_backward(x, *weights, *biases)
             ctx.saved_chunks = saved
         return y, grad

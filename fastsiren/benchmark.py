@@ -580,10 +580,11 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> tuple[i
     """Peak bytes torch allocated during one call of fn, above what was allocated before, and
     fn's result.
 
-    CUDA: the caching allocator's statistics. CPU: the profiler's memory events (allocations are
-    attributed to the op that made them, frees are recorded when they happen), replayed in time
-    order; their running sum's maximum is the peak at op resolution, inductor-generated kernels
-    included (their buffers come from the same allocator).
+    CUDA: the caching allocator's statistics. CPU: the profiler's memory timeline, which records
+    every tensor allocation and free with its time (inductor-generated kernels included: their
+    buffers come from the same allocator); the running sum's maximum is the peak. Per-op memory
+    counts would not do: an op that allocates and frees inside itself (a whole autograd.Function,
+    a compiled graph) shows only its net allocation.
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -593,21 +594,19 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> tuple[i
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base, result
     from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+        with_stack=True,
+    ) as prof:
         result = fn()
-    records = []
-    for event in prof.events():
-        if event.name == "[memory]":
-            delta = event.cpu_memory_usage
-        else:
-            delta = event.self_cpu_memory_usage  # self: nested ops are not counted twice
-        if delta:
-            records.append((event.time_range.start, delta))
-    records.sort()
     running = peak = 0
-    for _, delta in records:
-        running += delta
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action == Action.CREATE:
+            running += size
+        elif action == Action.DESTROY:
+            running -= size
         peak = max(peak, running)
     return peak, result
 

@@ -79,7 +79,8 @@ class SirenJetFunction(torch.autograd.Function):
                 x[:, points], weights, biases, omegas, layout, outermost_linear, ops, needs_grad
             )
             out[:, :, points] = chunk_out
-            saved.append((stacks, None if recompute else preacts))
+            if needs_grad:  # otherwise each chunk's intermediates are freed right away
+                saved.append((stacks, None if recompute else preacts))
 
         if needs_grad:
             # The output and inputs go through save_for_backward (version-checked, no cycle);
@@ -104,10 +105,13 @@ class SirenJetFunction(torch.autograd.Function):
         return grads.result(ctx.needs_input_grad, n_non_tensor=5)
 
 
-def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops, keep_cos):
-    """Run the layers on one chunk of points; return (out, layer inputs, per-layer cos/G)."""
+def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops, for_backward):
+    """Run the layers on one chunk of points; return (out, layer inputs, per-layer cos/G).
+
+    Without ``for_backward`` nothing is kept: each layer's buffers are freed as the next one
+    runs, and the cosines are skipped where only backward would read them."""
     n_layers = len(omegas)
-    stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout, keep_cos)
+    stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout, for_backward)
     stacks = [stack]  # stacks[l - 1] is the input of layer l
     preacts = [cos_u]  # per sine layer: cos u (first layer), else G with cos u in slab 0
     for l in range(1, n_layers):
@@ -115,9 +119,11 @@ def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops, ke
         if l == n_layers - 1 and outermost_linear:
             stack = ops.linear_layer_fwd(stack, w, b)
         else:
-            stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout, keep_cos)
+            stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout, for_backward)
             preacts.append(G)
         stacks.append(stack)
+        if not for_backward:
+            stacks, preacts = [stack], []
     return stacks.pop(), stacks, preacts
 
 
