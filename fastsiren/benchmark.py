@@ -576,6 +576,13 @@ def time_fn(fn: Callable[[], object], settings: Settings) -> Timing:
     return Timing(statistics.median(times), q[0], q[2], len(times))
 
 
+# Set once the CPU memory timeline has been used in this process. Long runs that used it aborted
+# at interpreter shutdown, after every result was written ("none_dealloc: deallocating None" while
+# collecting the profiler's leftovers; torch 2.13, Python 3.11), so the command line ends such a
+# run without the final collection (see ``fastsiren.cli.main``).
+CPU_MEMORY_PROFILED = False
+
+
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> tuple[int, object]:
     """Peak bytes torch allocated during one call of fn, above what was allocated before, and
     fn's result.
@@ -608,6 +615,8 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> tuple[i
         elif action == Action.DESTROY:
             running -= size
         peak = max(peak, running)
+    global CPU_MEMORY_PROFILED
+    CPU_MEMORY_PROFILED = True
     return peak, result
 
 
