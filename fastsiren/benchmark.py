@@ -183,7 +183,7 @@ PRESETS: dict[str, dict] = {
     # `fastsiren bench --quick`: the headline workloads at one size, < 1 min on 2 CPU cores.
     "quick": dict(
         sweeps=[Sweep(("value", "jet2", "step_lap"), (2,), (128,), (4096,))],
-        min_time=0.15, min_reps=3, warmup=1,
+        min_time=0.1, min_reps=3, warmup=1,
     ),
     # The checked-in CPU set (7-10 min on 2 cores, compile times included): an N sweep of the
     # headline workloads at widths 64 and 256, every workload at d = 2 and 3, the batched case.

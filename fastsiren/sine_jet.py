@@ -1,8 +1,10 @@
 r"""Jet recurrences of SIREN layers and their hand-derived VJPs, in torch ops.
 
 This is the CPU fast path (the ``torch`` backend) and the executable specification for the
-Triton kernels in ``fastsiren.kernels.sine_jet``: both expose the same six functions with the same
-shapes, and ``fastsiren.function.SirenJetFunction`` chains either set layer by layer.
+Triton kernels in ``fastsiren.kernels.sine_jet``: both expose the same functions with the same
+shapes (``{first,sine}_layer_{preact,fwd,bwd}``, ``linear_layer_{fwd,bwd}`` and
+``points_per_chunk``), and ``fastsiren.function.SirenJetFunction`` chains either set layer by
+layer.
 
 Shapes (B independent networks; unbatched weights arrive with B = 1):
   S   [B, R, N, K]  stacked input jet (see ``fastsiren.jet``), contiguous
