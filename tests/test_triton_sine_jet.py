@@ -331,9 +331,12 @@ def test_precision_knob(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.delenv(precision.ENV_VAR, raising=False)
     set_input_precision(None)
+    # torch's matmul flags are properties of a module object: save and restore them by hand
+    # (monkeypatch's undo deletes what it considers instance attributes in recent pytest).
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
         for allow in (False, True):
-            monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", allow)
+            torch.backends.cuda.matmul.allow_tf32 = allow
             assert precision.current_input_precision() == ("tf32" if allow else "ieee")
         monkeypatch.setenv(precision.ENV_VAR, "tf32x3")
         assert precision.current_input_precision() == "tf32x3"
@@ -353,6 +356,7 @@ def test_precision_knob(monkeypatch):
         with pytest.raises(ValueError, match="FASTSIREN_INPUT_PRECISION"):
             precision.current_input_precision()
     finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
         set_input_precision(None)
 
 
