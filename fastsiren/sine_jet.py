@@ -57,8 +57,10 @@ def points_per_chunk(n_points: int, rows: int, width: int, like: torch.Tensor) -
     return max(64, CHUNK_BYTES // per_point)
 
 
-# Measured on a 2-core x86 CPU (N = 16384, 2->256x3->1, Laplacian step): a fresh 64 MiB buffer
-# cost 65 ms of page faults, as much as the matmul that fills it.
+# Measured on a 2-core AMD EPYC (2 threads), Laplacian training step, best of 3x7 runs:
+#   2->256x3->1, N = 8192:   1 MiB 358 ms, 4 MiB 318 ms, 16 MiB 357 ms, unchunked 446 ms
+#   2->64x3->1,  N = 16384:  1 MiB  93 ms, 4 MiB  82 ms, 16 MiB 102 ms, unchunked 105 ms
+# (a fresh 64 MiB buffer alone cost 65 ms of page faults there, as much as the matmul filling it).
 CHUNK_BYTES = int(os.environ.get("FASTSIREN_CHUNK_BYTES", 4 << 20))
 
 
