@@ -33,20 +33,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .function import ChunkGradients, point_chunks
-from .sine_jet import _rows_matmul, points_per_chunk
-
-
-def _slabs_matmul(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """[B, O, N, K] @ [B, K, M] -> [B, O, N, M], all slabs in one matmul."""
-    B, O, N, K = a.shape
-    return _rows_matmul(a.reshape(B, O * N, K), w).view(B, O, N, w.shape[-1])
-
-
-def _slabs_weight_grad(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum over slabs and points of a^T b: [B, O, N, M], [B, O, N, K] -> [B, M, K]."""
-    B, O, N, M = a.shape
-    flat_a = a.reshape(B, O * N, M).transpose(1, 2)
-    return _rows_matmul(flat_a, b.reshape(B, O * N, b.shape[-1]))
+from .sine_jet import _rows_matmul, _stack_matmul, _stack_weight_grad, points_per_chunk
 
 
 def _forward_chunk(x, weights, biases, omegas, outermost_linear):
@@ -76,7 +63,7 @@ def _forward_chunk(x, weights, biases, omegas, outermost_linear):
     for l in range(n_sine - 1, -1, -1):
         adjoints[l] = p
         q = p * cosines[l].unsqueeze(1) * omegas[l]
-        p = _slabs_matmul(q, weights[l])
+        p = _stack_matmul(q, weights[l])
     return y, p, (sines, cosines, adjoints)
 
 
@@ -95,8 +82,8 @@ def _backward_chunk(grad_y, grad_p, x, weights, biases, omegas, outermost_linear
     for l in range(n_sine):
         c, omega, p = cosines[l], omegas[l], adjoints[l]
         q = p * c.unsqueeze(1) * omega
-        grad_w[l] = _slabs_weight_grad(q, p_bar)
-        q_bar = _slabs_matmul(p_bar, weights[l].transpose(1, 2))
+        grad_w[l] = _stack_weight_grad(q, p_bar)
+        q_bar = _stack_matmul(p_bar, weights[l].transpose(1, 2))
         grad_u[l] = (q_bar * p).sum(1).mul_(sines[l]).mul_(-omega)
         p_bar = q_bar.mul_(c.unsqueeze(1)).mul_(omega)
     if outermost_linear:

@@ -77,6 +77,15 @@ def _rand(gen, *shape, dtype=torch.float64, scale=1.0):
     return t.to(DEVICE)
 
 
+def _assert_grads_close(got, want, names, op):
+    """An op's VJP outputs, float64: None exactly where the torch op gives None."""
+    for g, r, name in zip(got, want, names):
+        if r is None:
+            assert g is None, f"{op} {name}: expected None"
+        else:
+            _assert_close(g, r, FP64_TOL, f"{op} grad {name}")
+
+
 def _assert_close(actual, expected, tol, name):
     assert actual is not None and expected is not None, f"{name}: one side is None"
     assert not torch.isnan(actual).any(), f"{name}: NaN in the Triton result (unwritten output?)"
@@ -125,11 +134,7 @@ def test_first_layer_ops(gen, shape, lay):
     for need_x, has_bias in [(True, True), (False, False)]:
         got = triton_ops.first_layer_bwd(grad_out, x, w, omega, layout, s, cos_r, need_x, has_bias)
         want = torch_ops.first_layer_bwd(grad_out, x, w, omega, layout, s, cos_r, need_x, has_bias)
-        for g, r, name in zip(got, want, ("x", "w", "b")):
-            if r is None:
-                assert g is None, f"first_layer_bwd {name}: expected None"
-            else:
-                _assert_close(g, r, FP64_TOL, f"first_layer_bwd grad {name}")
+        _assert_grads_close(got, want, ("x", "w", "b"), "first_layer_bwd")
 
 
 @pytest.mark.interpret
@@ -179,11 +184,7 @@ def test_sine_layer_ops(gen, shape, lay):
         got = triton_ops.sine_layer_bwd(grad_out, stack, w, omega, layout, s, G_r, need, has_bias)
         want = torch_ops.sine_layer_bwd(grad_out, stack, w, omega, layout, s, G_r.clone(), need,
                                         has_bias)
-        for g, r, name in zip(got, want, ("stack", "w", "b")):
-            if r is None:
-                assert g is None, f"sine_layer_bwd {name}: expected None"
-            else:
-                _assert_close(g, r, FP64_TOL, f"sine_layer_bwd grad {name}")
+        _assert_grads_close(got, want, ("stack", "w", "b"), "sine_layer_bwd")
 
 
 @pytest.mark.interpret
@@ -201,11 +202,7 @@ def test_linear_layer_ops(gen, shape, out_features):
     for need, has_bias in [(True, True), (False, False)]:
         got = triton_ops.linear_layer_bwd(grad_out, stack, w, need, has_bias)
         want = torch_ops.linear_layer_bwd(grad_out, stack, w, need, has_bias)
-        for g, r, name in zip(got, want, ("stack", "w", "b")):
-            if r is None:
-                assert g is None, f"linear_layer_bwd {name}: expected None"
-            else:
-                _assert_close(g, r, FP64_TOL, f"linear_layer_bwd grad {name}")
+        _assert_grads_close(got, want, ("stack", "w", "b"), "linear_layer_bwd")
 
 
 # ----------------------------------------------------------------------------- whole networks
