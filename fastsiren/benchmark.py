@@ -579,7 +579,7 @@ def time_fn(fn: Callable[[], object], settings: Settings) -> Timing:
 # Set once the CPU memory timeline has been used in this process. Long runs that used it aborted
 # at interpreter shutdown, after every result was written ("none_dealloc: deallocating None" while
 # collecting the profiler's leftovers; torch 2.13, Python 3.11), so the command line ends such a
-# run without the final collection (see ``fastsiren.cli.main``).
+# run without the final collection (see ``fastsiren.cli.bench.end_process``).
 CPU_MEMORY_PROFILED = False
 
 

@@ -1,15 +1,12 @@
-"""`fastsiren` command line: thin argument parsing over the library.
+"""`fastsiren demo`: analytic jets of a fresh SIREN against nested autograd.
 
-    fastsiren demo  [--n N] [--width W] [--device cpu|cuda] [--backend ...]
-    fastsiren bench [--quick] [--json FILE] [--markdown FILE] ...
+    fastsiren demo [--n N] [--width W] [--device cpu|cuda] [--backend ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 
@@ -80,10 +77,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastsiren", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub) -> None:
     demo = sub.add_parser("demo", help="compare analytic jets with nested autograd")
     demo.add_argument("--n", type=int, default=16384, help="number of points")
     demo.add_argument("--width", type=int, default=256, help="hidden features")
@@ -91,29 +85,3 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
-
-    from .benchmark import add_arguments as add_bench_arguments
-    from .benchmark import main as bench_main
-
-    bench = sub.add_parser("bench", help="every provider side by side (see bench/)")
-    add_bench_arguments(bench)
-    bench.set_defaults(func=bench_main)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    status = args.func(args)
-    from . import benchmark
-
-    if args.command == "bench" and benchmark.CPU_MEMORY_PROFILED:
-        # Every result is on disk; skip the interpreter's final collection, which aborts after
-        # a long run of torch's CPU memory profiler (see benchmark.CPU_MEMORY_PROFILED).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
