@@ -122,6 +122,16 @@ PRESETS: dict[str, dict] = {
         ],
         min_time=0.4, min_reps=3, warmup=0,
     ),
+    # The headline workloads at one size per width, and the order-1 adjoint against its own
+    # bound: for a CPU shared with other work, where compile times and every call run several
+    # times slower than on a quiet machine and the full cpu set does not fit in half an hour.
+    "cpu-short": dict(
+        sweeps=[
+            Sweep(("jet2", "step_lap"), (2,), (64, 256), (4096,)),
+            Sweep(("step_grad",), (3,), (64,), (4096,)),
+        ],
+        min_time=0.4, min_reps=3, warmup=0,
+    ),
     # A GPU: N up to 2^20 (capped by memory: out-of-memory cases are reported as such).
     "gpu": dict(
         sweeps=[

@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     preset, cases = resolve_cases(args)
     config = PRESETS[preset]
     from .gemm import BOUNDS
-    from .measure import Settings
+    from .measure import Settings, environ
     from .providers import PROVIDERS, REFERENCE
     from .report import (
         SCHEMA,
@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
             import tempfile
 
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="fastsiren-bench-"))
-            stack.enter_context(_env("TORCHINDUCTOR_CACHE_DIR", cache))
+            stack.enter_context(environ("TORCHINDUCTOR_CACHE_DIR", cache))
         start = time.perf_counter()
         try:
             results = Runner(settings, log=log).run(cases, names)
@@ -203,15 +203,3 @@ def jsonable(value):
         return [jsonable(v) for v in value]
     return value
 
-
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old

@@ -144,6 +144,20 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> tuple[i
 
 
 @contextlib.contextmanager
+def environ(name: str, value: str):
+    """An environment variable set for the duration of a block, restored after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+@contextlib.contextmanager
 def _cold_compile(active: bool):
     """Compile time as a first run sees it: without inductor's and AOTAutograd's on-disk
     caches, which would otherwise serve a graph compiled by an earlier case or run."""

@@ -60,11 +60,11 @@ def _measure(provider: Provider, case: Case, precision: str, seed: int) -> int:
     from .providers import workload_fn
 
     device = torch.device("cpu")
-    if provider.compiled:
+    if provider.compiles:
         torch._dynamo.reset()
     prob = Problem(case, device, seed=seed, precision=precision)
     fn = workload_fn(provider, prob)
-    with _quiet_compile_logs(provider.compiled):
+    with _quiet_compile_logs(provider.compiles):
         fn()
     peak, _ = peak_memory_bytes(fn, device)
     return peak

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import reference
+from .. import env, reference
 from ..functional import siren_jet
 from .cases import OUT_FEATURES, Case
+from .measure import environ
 from .problem import Problem, jet_dict, workload_loss
 
 JetFn = Callable[[torch.Tensor, list], dict]
@@ -33,6 +34,8 @@ class Provider:
     ``make(problem)`` returns ``jet(x, params) -> dict`` (see ``jet_dict``) or raises
     ``Unsupported``. ``compiled`` providers are wrapped in ``torch.compile`` (jet and loss
     together for training steps); their first call is timed apart as the compile time.
+    ``self_compiling`` providers compile inside (fastsiren's compiled chunks): not wrapped, but
+    their first call is timed apart as the compile time too.
     ``algorithm(case)`` names the bare-GEMM bound the provider is held to (see ``gemm``).
     Providers are pickled into the CPU memory-measuring child process, so ``make`` and
     ``algorithm`` are module-level functions (or partials of them).
@@ -42,6 +45,7 @@ class Provider:
     label: str
     make: Callable[[Problem], JetFn]
     compiled: bool = False
+    self_compiling: bool = False
     needs_cuda: bool = False
     kernel_precision: bool = False  # takes the TF32 / ieee setting as an argument
     # The official code makes the coordinates a grad-requiring leaf once, in its data loader,
@@ -50,6 +54,11 @@ class Provider:
     algorithm: Callable[[Case], str] | None = None  # None: forward mode
     # Outputs the provider does not compute at all (verified on the others, noted in the row).
     omits: tuple[str, ...] = ()
+
+    @property
+    def compiles(self) -> bool:
+        """Its first call compiles (graphs are reset per case, compile time reported apart)."""
+        return self.compiled or self.self_compiling
 
 
 def _autograd_jet_fn(prob: Problem) -> JetFn:
@@ -128,16 +137,18 @@ def _naive_fn(prob: Problem) -> JetFn:
     return jet
 
 
-def _fastsiren_fn(backend: str, prob: Problem) -> JetFn:
+def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False) -> JetFn:
     spec, omegas = prob.spec, prob.omegas
     n_layers = len(omegas)
     kwargs = _precision_kwargs(prob) if backend == "triton" else {}
 
     def jet(x, params):
-        j = siren_jet(
-            x, params[:n_layers], params[n_layers:], omegas, spec.order,
-            outermost_linear=True, backend=backend, hessian_diag=spec.hessian_diag, **kwargs,
-        )
+        with environ(env.COMPILE, "1" if compile_chunks else "0"):
+            j = siren_jet(
+                x, params[:n_layers], params[n_layers:], omegas, spec.order,
+                outermost_linear=True, backend=backend, hessian_diag=spec.hessian_diag,
+                **kwargs,
+            )
         return jet_dict(j, spec)
 
     return jet
@@ -197,11 +208,11 @@ def _reverse_at_order_1(case: Case) -> str:
 
 
 def _fastsiren_torch_algorithm(case: Case) -> str:
-    """The torch backend's own dispatch (``fastsiren.functional``): the adjoint sweep at order 1
+    """The torch backend's own dispatch (``fastsiren.backend``): the adjoint sweep at order 1
     when the network has fewer outputs than coordinates."""
-    from ..functional import _prefer_adjoint
+    from ..backend import prefers_adjoint
 
-    adjoint = _prefer_adjoint("torch", case.spec.order, case.d, OUT_FEATURES)
+    adjoint = prefers_adjoint("torch", case.spec.order, case.d, OUT_FEATURES)
     return "adjoint" if adjoint else "forward"
 
 
@@ -231,6 +242,9 @@ PROVIDERS: dict[str, Provider] = {
                  _collapsed_taylor_fn, omits=("grad",)),
         Provider("fastsiren-torch", "fastsiren torch", functools.partial(_fastsiren_fn, "torch"),
                  algorithm=_fastsiren_torch_algorithm),
+        Provider("fastsiren-torch-compiled", "fastsiren torch, compiled chunks",
+                 functools.partial(_fastsiren_fn, "torch", compile_chunks=True),
+                 self_compiling=True, algorithm=_fastsiren_torch_algorithm),
         Provider(
             "fastsiren-triton", "fastsiren triton", functools.partial(_fastsiren_fn, "triton"),
             needs_cuda=True, kernel_precision=True,

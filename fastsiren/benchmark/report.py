@@ -414,7 +414,8 @@ def readme_section(docs: Sequence[tuple[str, dict]]) -> str:
     for source, doc in docs:
         results, machine = doc["results"], doc["machine"]
         names = [n for n in _providers_in(results) if n not in BOUNDS]
-        out += [f"**{machine['device']}** ({source}): {machine_line(machine)}", "",
+        out += [f"**{machine['device']}** ({source}): {machine_line(machine)}  ",
+                f"`{doc['command']}`" if doc.get("command") else "", "",
                 "| workload | case | " + " | ".join(_label(n) for n in names) + " |",
                 "|---" * (len(names) + 2) + "|"]
         for (workload, precision), cases in _groups(results).items():

@@ -126,12 +126,12 @@ class Runner:
         device = self.settings.device
         if provider.needs_cuda and device.type != "cuda":
             return Prepared("skipped", note="needs CUDA")
-        if provider.needs_cuda and name == "fastsiren-triton":
-            from .. import backend
+        if name == "fastsiren-triton":
+            from ..backend import unavailable
 
-            ops = backend._triton_ops()
-            if isinstance(ops, Exception):
-                return Prepared("skipped", note=f"Triton unavailable: {_first_line(ops)}")
+            reason = unavailable("triton", device)
+            if reason is not None:
+                return Prepared("skipped", note=f"Triton unavailable: {reason}")
         verdict = self._compile_verdicts.get((name, case.workload))
         if verdict is not None:
             return Prepared("unsupported", note=verdict)
@@ -143,12 +143,12 @@ class Runner:
         if provider.omits:
             note = "; ".join(filter(None, [note, f"computes no {', '.join(provider.omits)}"]))
         try:
-            if provider.compiled and reset_compiled:
+            if provider.compiles and reset_compiled:
                 torch._dynamo.reset()  # a fresh compile per case: static shapes, no cache limit
             fn = workload_fn(provider, prob)
             _sync(device)
             start = time.perf_counter()
-            with _quiet_compile_logs(provider.compiled), _cold_compile(provider.compiled):
+            with _quiet_compile_logs(provider.compiles), _cold_compile(provider.compiles):
                 outs = fn()
             _sync(device)
             first_s = time.perf_counter() - start
@@ -180,7 +180,7 @@ class Runner:
                 f"(tolerance {self.settings.rtol[precision]:.0e})", errors=errors,
             )
         return Prepared(
-            "ok", fn=fn, note=note, compile_s=first_s if provider.compiled else None,
+            "ok", fn=fn, note=note, compile_s=first_s if provider.compiles else None,
             errors=errors,
         )
 
@@ -212,7 +212,7 @@ class Runner:
         verify each, measure memory, then time them all interleaved."""
         settings, device = self.settings, self.settings.device
         results, timed = [], []
-        if any(self.providers[n].compiled for n in names if n in self.providers):
+        if any(self.providers[n].compiles for n in names if n in self.providers):
             torch._dynamo.reset()  # once per case: the case's compiled providers coexist
         with matmul_precision(precision, device):
             for name in names:
