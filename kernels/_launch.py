@@ -15,6 +15,10 @@ from fastsiren.jet import JetLayout
 # read once, when the kernel modules are imported, not per call.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
+# The offline compile check (compile_check.py) replays the launchers on meta tensors, recording
+# the launches instead of running them; only while it does, the meta device is accepted.
+ALLOW_META = False
+
 # FASTSIREN_POISON=1 fills every fresh kernel output with NaN, so a tile a kernel forgot to
 # write fails a comparison loudly instead of passing with stale memory (tests set it).
 POISON_ENV = "FASTSIREN_POISON"
@@ -83,6 +87,48 @@ def configs(gpu: list[triton.Config], interpret: triton.Config) -> list[triton.C
     return [interpret] if INTERPRET else gpu
 
 
+# How tl.dot runs decides what a tile costs in registers, so configs are pruned per register
+# class; the sm90 compile tier (compile_check.py) proves that every kept config has no spills.
+#   "tf32"    fp32 storage, one TF32 tensor-core pass
+#   "half"    bf16 / fp16 storage on the tensor cores
+#   "tf32x3"  three TF32 passes on split operands: more operand registers than "tf32"
+#   "ieee"    fp32 FMAs on the CUDA cores: the operand tiles live in registers
+#   "fp64"    fp64 accumulators and operands: two registers per value
+REGISTER_CLASSES = ("tf32", "half", "tf32x3", "ieee", "fp64")
+ANY_CLASS = frozenset(REGISTER_CLASSES)
+NOT_FP64 = ANY_CLASS - {"fp64"}
+
+
+def register_class(named_args: dict, constexprs: dict) -> str:
+    """The register class of a launch, from its first tensor's dtype and INPUT_PRECISION."""
+    dtype = next(v.dtype for v in named_args.values() if isinstance(v, torch.Tensor))
+    if dtype == torch.float64:
+        return "fp64"
+    if dtype in (torch.float16, torch.bfloat16):
+        return "half"
+    return constexprs.get("INPUT_PRECISION", "ieee")
+
+
+def prune_by_class(table: list[tuple[triton.Config, frozenset[str]]]):
+    """An autotune prune keeping the configs of ``table`` allowed for the launch's register
+    class (kernels without tl.dot: fp32 is "ieee")."""
+    allowed = {config_tag(cfg): classes for cfg, classes in table}
+
+    def prune(candidates, named_args, **constexprs):
+        cls = register_class(named_args, constexprs)
+        kept = [c for c in candidates if cls in allowed[config_tag(c)]]
+        if not kept:
+            raise RuntimeError(f"no config allowed for register class {cls!r}")
+        return kept
+    return prune
+
+
+def config_tag(cfg: triton.Config) -> str:
+    """A config's tiles, warps and stages, e.g. "64x64x32 w4 s3"."""
+    tiles = "x".join(str(v) for v in cfg.kwargs.values())
+    return f"{tiles} w{cfg.num_warps} s{cfg.num_stages}"
+
+
 def _target_programs(device: torch.device) -> int:
     """How many programs keep the device busy, for splitting reductions over points."""
     if device.type == "cuda":
@@ -111,7 +157,7 @@ def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | Non
             raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype}")
         if t.device != like.device:
             raise RuntimeError(f"{name} is on {t.device}, expected {like.device}")
-    if t.device.type != "cuda" and not INTERPRET:
+    if t.device.type != "cuda" and not INTERPRET and not (ALLOW_META and t.device.type == "meta"):
         raise RuntimeError(
             f"{name} is on {t.device}: the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 "
             "set before importing fastsiren to run them on the CPU"
