@@ -15,6 +15,11 @@ from fastsiren.jet import JetLayout
 # read once, when the kernel modules are imported, not per call.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
+# Options every launch passes to the compiler, so that no default decides for us.
+# enable_fp_fusion: a * b + c as one FMA (one rounding), what the kernels were validated with;
+# Triton 3.9 warns that its default flips to no fusion in 3.10.
+COMPILE_OPTIONS = {"enable_fp_fusion": True}
+
 # The offline compile check (compile_check.py) replays the launchers on meta tensors, recording
 # the launches instead of running them; only while it does, the meta device is accepted.
 ALLOW_META = False
@@ -142,8 +147,9 @@ def n_splits(rows: int, tiles: int, device: torch.device) -> int:
     return max(1, min(want, rows // MIN_ROWS_PER_SPLIT))
 
 
-def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | None = None):
-    """Validate rank, dtype and device; return ``t`` made contiguous."""
+def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | None = None,
+                 contiguous: bool = True):
+    """Validate rank, dtype and device; return ``t`` made contiguous (or as is)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != dims:
@@ -162,7 +168,7 @@ def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | Non
             f"{name} is on {t.device}: the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 "
             "set before importing fastsiren to run them on the CPU"
         )
-    return t.contiguous()
+    return t.contiguous() if contiguous else t
 
 
 def row_strided(t: torch.Tensor) -> torch.Tensor:
@@ -198,7 +204,7 @@ def check_value(t, name, shape, like):
     """A [B, N, M] tensor that may be a strided view (s: the next layer's value slab)."""
     if t is None:
         raise ValueError(f"{name} is required at this jet order")
-    check_tensor(t, name, 3, like)
+    check_tensor(t, name, 3, like, contiguous=False)
     check_shape(t, name, shape)
     return row_strided(t)
 
@@ -207,3 +213,25 @@ def slab_counts(layout: JetLayout) -> dict:
     """The slab-count constexprs of the stacked-jet kernels."""
     return dict(D=layout.n_grad, N_LAP=layout.n_lap, D_PAD=pow2(layout.n_grad),
                 L_PAD=pow2(layout.n_lap))
+
+
+def _squeeze_interpreter_index() -> None:
+    """Triton 3.6's interpreter turns a scalar argument used as a loop bound into an int with
+    ``int()`` of a one-element array, which numpy >= 2.4 rejects (later Triton squeezes it
+    first): do as later Triton does. Only under the interpreter, only where that code is."""
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "squeezes_index", False):
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.squeezes_index = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if INTERPRET and tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 7):
+    _squeeze_interpreter_index()

@@ -21,6 +21,7 @@ import triton.language as tl
 from fastsiren.kernels._jit_helpers import sincos, wide
 from fastsiren.kernels._launch import (
     ANY_CLASS,
+    COMPILE_OPTIONS,
     FMA_MAX_K,
     NOT_FP64,
     SPLIT_ALIGN,
@@ -129,7 +130,8 @@ def _first_layer_fwd_kernel(
                         mask=mask_n[:, None] & mask_k[None, :], other=0.0)
             wt = tl.load(w_ptr + offs_m[None, :] * stride_wm + kk[:, None],
                          mask=mask_k[:, None] & mask_m[None, :], other=0.0)
-            acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
+            acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION,
+                         out_dtype=ACC_DTYPE)
     else:
         for k in range(0, K):
             xk = tl.load(x_ptr + offs_n * stride_xn + k, mask=mask_n, other=0.0)
@@ -338,6 +340,7 @@ def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
         ACC_DTYPE=acc_dtype(x.dtype),
         # Only the tl.dot path reads the precision: the FMA path compiles once for every mode.
         INPUT_PRECISION=dot_precision(x.dtype, current_input_precision()) if use_dot else "ieee",
+        **COMPILE_OPTIONS,
     )
     return out, cos
 
@@ -412,6 +415,7 @@ def first_layer_bwd(
         part.stride(0), part.stride(1),
         ORDER=layout.order, HESS_DIAG=layout.hessian_diag, REDUCE_X=reduce_x,
         STORE_UBAR=store_ubar, P_PAD=pow2(K + 1), ACC_DTYPE=acc_dtype(x.dtype),
+        **COMPILE_OPTIONS,
     )
     sums = part.sum(1)  # [B, K + 1, M]
     gw = sums[:, :K].transpose(1, 2).mul(omega)  # d loss / d W = omega d loss / d (omega W)

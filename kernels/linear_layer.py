@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 from fastsiren.kernels._launch import (
     ANY_CLASS,
+    COMPILE_OPTIONS,
     SPLIT_ALIGN,
     acc_dtype,
     acc_torch_dtype,
@@ -200,6 +201,7 @@ def linear_layer_fwd(stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | Non
         b.stride(0) if b is not None else 0,
         out.stride(0), out.stride(2),
         HAS_BIAS=b is not None, M_PAD=pow2(M), ACC_DTYPE=acc_dtype(stack.dtype),
+        **COMPILE_OPTIONS,
     )
     return out
 
@@ -249,6 +251,7 @@ def linear_layer_bwd(
             w.stride(0), w.stride(1),
             part.stride(0), part.stride(1),
             STORE_SBAR=gs is not None, M_PAD=pow2(M), ACC_DTYPE=acc_dtype(stack.dtype),
+            **COMPILE_OPTIONS,
         )
     gw = part.sum(1).to(stack.dtype)
     return gs, gw, gb

@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 from fastsiren.kernels._launch import (
+    COMPILE_OPTIONS,
     SPLIT_ALIGN,
     acc_dtype,
     acc_torch_dtype,
@@ -110,7 +111,8 @@ def _matmul_kernel(
                     mask=mask_p[:, None] & mask_q[None, :], other=0.0)
         b = tl.load(b_ptr + qq[:, None] * stride_bq + offs_t[None, :] * stride_bt,
                     mask=mask_q[:, None] & mask_t[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
+                     out_dtype=ACC_DTYPE)
     acc = acc * alpha
     if HAS_BIAS:
         bias = tl.load(bias_ptr + pid_b * stride_biasb + offs_t, mask=mask_t, other=0.0)
@@ -161,5 +163,6 @@ def matmul(
         HAS_BIAS=bias is not None,
         ACC_DTYPE=acc_dtype(a.dtype),
         INPUT_PRECISION=dot_precision(a.dtype, current_input_precision()),
+        **COMPILE_OPTIONS,
     )
     return c[0] if n_split == 1 else c.sum(0).to(dtype)

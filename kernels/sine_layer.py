@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 from fastsiren.kernels._jit_helpers import second_order_term, sincos, slab_offsets, wide
 from fastsiren.kernels._launch import (
+    COMPILE_OPTIONS,
     acc_dtype,
     check_stack,
     check_weights,
@@ -156,15 +157,18 @@ def _sine_layer_fwd_kernel(
                      mask=mask_k[:, None] & mask_m[None, :], other=0.0)
         a = tl.load(s_ptr + offs_n[:, None] * stride_sn + kk[None, :],
                     mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        acc_u = tl.dot(a, wt, acc_u, input_precision=INPUT_PRECISION)
+        acc_u = tl.dot(a, wt, acc_u, input_precision=INPUT_PRECISION,
+                       out_dtype=ACC_DTYPE)
         if D > 0:
             a = tl.load(s_ptr + rows_g[:, None] + kk[None, :],
                         mask=mask_g[:, None] & mask_k[None, :], other=0.0)
-            acc_g = tl.dot(a, wt, acc_g, input_precision=INPUT_PRECISION)
+            acc_g = tl.dot(a, wt, acc_g, input_precision=INPUT_PRECISION,
+                           out_dtype=ACC_DTYPE)
         if N_LAP > 0:
             a = tl.load(s_ptr + rows_l[:, None] + kk[None, :],
                         mask=mask_l[:, None] & mask_k[None, :], other=0.0)
-            acc_l = tl.dot(a, wt, acc_l, input_precision=INPUT_PRECISION)
+            acc_l = tl.dot(a, wt, acc_l, input_precision=INPUT_PRECISION,
+                           out_dtype=ACC_DTYPE)
 
     u = acc_u * omega
     if HAS_BIAS:
@@ -224,6 +228,7 @@ def _sine_layer_launch(stack, w, b, omega, layout, preact_only, keep_cos=True):
         HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None, PREACT_ONLY=preact_only,
         KEEP_COS=keep_cos or layout.order > 0, ACC_DTYPE=acc_dtype(stack.dtype),
         INPUT_PRECISION=dot_precision(stack.dtype, current_input_precision()),
+        **COMPILE_OPTIONS,
     )
     return out, G
 

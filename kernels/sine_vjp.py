@@ -24,6 +24,7 @@ import triton.language as tl
 from fastsiren.kernels._jit_helpers import wide
 from fastsiren.kernels._launch import (
     ANY_CLASS,
+    COMPILE_OPTIONS,
     NOT_FP64,
     acc_dtype,
     acc_torch_dtype,
@@ -168,6 +169,7 @@ def sine_layer_bwd(
             s.stride(0), s.stride(1),
             D=layout.n_grad, N_LAP=layout.n_lap,
             HESS_DIAG=layout.hessian_diag, ACC_DTYPE=acc_dtype(stack.dtype),
+            **COMPILE_OPTIONS,
         )
     rows_bar = g_bar.view(B, R * N, M)
     # W̄ = omega Ḡ^T S over all stacked rows: one reduction, split into fp32 partials.

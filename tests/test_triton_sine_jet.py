@@ -357,6 +357,39 @@ def test_precision_knob(monkeypatch):
         set_input_precision(None)
 
 
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"),
+                    reason="torch < 2.9 has no fp32_precision API")
+def test_precision_knob_reads_the_new_torch_api(monkeypatch):
+    """Once torch's fp32_precision API is used, reading the legacy allow_tf32 flag raises
+    ("mix of the legacy and new APIs"): the knob must follow the new API without touching it."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    set_input_precision(None)
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    try:
+        for mode in ("tf32", "ieee"):
+            matmul.fp32_precision = mode
+            assert precision.current_input_precision() == mode
+    finally:
+        matmul.fp32_precision = saved
+
+
+@pytest.mark.interpret
+def test_launches_pin_compile_options():
+    """Every kernel launch of the dispatch matrix passes the compile options explicitly (FP
+    fusion: Triton 3.10 flips its default), and every kernel is launched somewhere."""
+    from fastsiren.kernels import _launch, compile_check
+
+    launches = compile_check.record_launches()
+    assert {ln.kernel for ln in launches} == {
+        v.base_fn.__name__ for fam in compile_check.FAMILIES for v in vars(fam).values()
+        if isinstance(v, compile_check.Autotuner)}
+    for ln in launches:
+        for option, value in _launch.COMPILE_OPTIONS.items():
+            assert ln.kwargs.get(option) == value, f"{ln.kernel} ({ln.label}) misses {option}"
+
+
 @pytest.mark.interpret
 def test_bad_inputs_raise(gen):
     layout = JetLayout(1, 2)
