@@ -1,0 +1,1 @@
+"""Readers and writers for the signals the tasks fit (audio, video, ...)."""
