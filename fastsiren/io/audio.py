@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy.io import wavfile
@@ -58,12 +59,16 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 def write_audio(
     path: str | os.PathLike, samples: np.ndarray, rate: int, float32: bool = False
-) -> None:
-    """Write mono ``samples`` [N] (in [-1, 1]; clipped there) as PCM 16-bit, or float32."""
+) -> Path:
+    """Write mono ``samples`` [N] (in [-1, 1]; clipped there) as PCM 16-bit, or float32;
+    parent folders are created, the path returned."""
     samples = np.clip(np.asarray(samples, dtype=np.float64).reshape(-1), -1.0, 1.0)
     if float32:
         data = samples.astype(np.float32)
     else:
         # The reader's scale (2^15), so a written file reads back to within half a step.
         data = np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
-    wavfile.write(os.fspath(path), int(rate), data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, int(rate), data)
+    return path

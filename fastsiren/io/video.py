@@ -12,13 +12,14 @@ frame rate when the file knows one. Readers:
   needs the optional ``video`` extra (imageio-ffmpeg); without it the error says how to install it.
 
 Writers: ``write_gif``, ``write_mp4`` (same extra) and ``write_frame_grid`` (a PNG contact
-sheet of frames, row-major).
+sheet of frames, row-major); they create parent folders and return the path written.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -147,14 +148,22 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
-def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> None:
+def _parent_made(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
     """Write frames [T, H, W, C] in [0, 1] as a looping GIF."""
     import imageio.v3 as iio
 
-    iio.imwrite(os.fspath(path), _to_uint8(frames), duration=1000.0 / fps, loop=0)
+    path = _parent_made(path)
+    iio.imwrite(path, _to_uint8(frames), duration=1000.0 / fps, loop=0)
+    return path
 
 
-def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> None:
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
     """Write frames [T, H, W, C] in [0, 1] as H.264 MP4 (needs the ``video`` extra).
 
     H.264 in yuv420p needs even sizes: odd heights or widths are padded by one edge row/column.
@@ -169,12 +178,14 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) ->
     pad_h, pad_w = data.shape[1] % 2, data.shape[2] % 2
     if pad_h or pad_w:
         data = np.pad(data, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    iio.imwrite(os.fspath(path), data, fps=fps, plugin="FFMPEG", macro_block_size=1)
+    path = _parent_made(path)
+    iio.imwrite(path, data, fps=fps, plugin="FFMPEG", macro_block_size=1)
+    return path
 
 
 def write_frame_grid(
     path: str | os.PathLike, frames: np.ndarray, columns: int = 8, gap: int = 2
-) -> None:
+) -> Path:
     """Write frames [T, H, W, C] in [0, 1] as one PNG: a grid ``columns`` wide, white gaps."""
     import imageio.v3 as iio
 
@@ -188,4 +199,6 @@ def write_frame_grid(
     for i in range(t):
         r, col = divmod(i, columns)
         sheet[r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = data[i]
-    iio.imwrite(os.fspath(path), sheet[..., 0] if c == 1 else sheet)
+    path = _parent_made(path)
+    iio.imwrite(path, sheet[..., 0] if c == 1 else sheet)
+    return path
