@@ -1,13 +1,17 @@
 """Poisson task: the finite-difference targets against analytic derivatives, the losses against
 their float64 autograd twins on the reference, the gain-and-offset PSNR."""
 
+import json
+
 import fastsiren.reference as ref
 import numpy as np
 import pytest
 import torch
 from helpers import assert_rel_close
+from PIL import Image
 
 import fastsiren as fs
+from fastsiren.cli import main
 from fastsiren.errors import InputError
 from fastsiren.tasks.poisson import (
     composite_gradient,
@@ -118,3 +122,72 @@ def test_laplacian_loss_matches_autograd_twin(gen):
     assert_rel_close(loss, twin, 1e-12, "loss")
     for g, t in zip(_param_grads(loss, fast), _param_grads(twin, slow)):
         assert_rel_close(g, t, 1e-10, "parameter gradient")
+
+
+# -- the task end to end ---------------------------------------------------------------------------
+TINY = ["--width", "16", "--depth", "1", "--device", "cpu", "--quiet"]
+
+
+def _smooth_png(path, height, width, channels, seed=0):
+    rng = np.random.default_rng(seed)
+    r, c = _grid(height, width)
+    planes = [0.5 + 0.4 * np.sin(rng.uniform(1, 3) * r + rng.uniform(1, 3) * c + rng.uniform(0, 6))
+              for _ in range(channels)]
+    image = np.stack(planes, -1) if channels > 1 else planes[0]
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("supervise", ["grad", "lap"])
+def test_fit_poisson_end_to_end(tmp_path, capsys, supervise):
+    png = _smooth_png(tmp_path / "img.png", 10, 14, 1)
+    out = tmp_path / "run"
+    assert main(["fit", "poisson", str(png), "--supervise", supervise, "--out", str(out),
+                 "--steps", "40", "--lr", "3e-3", "--log-every", "5", *TINY]) == 0
+    assert "psnr" in capsys.readouterr().out
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["final_logged_loss"] < 0.5 * summary["first_logged_loss"]
+    metrics = summary["metrics"]
+    assert "gain and offset" in metrics["psnr_note"]
+    assert ("harmonic" in metrics["psnr_note"]) == (supervise == "lap")
+    assert summary["data"]["jet_order"] == (1 if supervise == "grad" else 2)
+    # The written reconstruction is the aligned fit whose PSNR is reported (8-bit rounding).
+    recon = np.asarray(Image.open(out / "reconstruction.png"), np.float64) / 255
+    truth = np.asarray(Image.open(png), np.float64) / 255
+    psnr_file = 10 * np.log10(1 / np.mean((recon - truth) ** 2))
+    assert psnr_file == pytest.approx(metrics["psnr"], abs=0.2)
+    assert Image.open(out / "supervised_vs_fitted.png").size == (2 * 14 + 4, 10)
+    assert Image.open(out / "comparison.png").size == (4 * 14 + 3 * 4, 10)
+
+
+def test_composite_fits_the_blend(tmp_path):
+    first = _smooth_png(tmp_path / "a.png", 10, 14, 3, seed=1)
+    second = _smooth_png(tmp_path / "b.png", 20, 28, 1, seed=2)  # resized, gray -> RGB
+    result = fs.fit("poisson", first, out=tmp_path / "run", composite=str(second),
+                    composite_weight=0.25, steps=5, width=8, depth=1, device="cpu",
+                    progress=False)
+    task = result.task
+    assert task.out_features == 3 and task.shape == (10, 14)
+    a = np.asarray(Image.open(first), np.float64) / 255
+    b = np.asarray(Image.open(second).resize((14, 10), Image.BILINEAR), np.float64) / 255
+    # The ground truth is the blended image, up to the resampling filter.
+    assert np.abs(task.pixels - (0.75 * a + 0.25 * b[..., None])).max() < 0.05
+
+
+def test_bad_poisson_input_fails_in_one_line(tmp_path, capsys):
+    small = _smooth_png(tmp_path / "small.png", 2, 9, 1)
+    ok = _smooth_png(tmp_path / "ok.png", 5, 5, 1)
+    run = ["--out", str(tmp_path / "run"), *TINY]
+    cases = {
+        "too small to differentiate: 2x9": ["fit", "poisson", str(small)],
+        "use it with --supervise grad": ["fit", "poisson", str(ok), "--supervise", "lap",
+                                         "--composite", str(ok)],
+        "no such file": ["fit", "poisson", str(ok), "--composite", str(tmp_path / "no.png")],
+    }
+    for expected, argv in cases.items():
+        assert main([*argv, *run]) == 2, expected
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err, err
+    with pytest.raises(SystemExit):
+        main(["fit", "poisson", "--supervise", "div", *run])
+    assert not (tmp_path / "run").exists()
