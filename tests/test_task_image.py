@@ -117,7 +117,7 @@ def test_help_is_generated_from_the_settings(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for option in ("--keep-fraction", "--render-size", "--batch-fraction", "--first-omega0",
-                   "--resume", "(default: 300 on CPU, 10000 on CUDA)", "example:"):
+                   "--resume", "(default: 200 on CPU, 10000 on CUDA)", "example:"):
         assert option in text, option
 
 
@@ -163,3 +163,16 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path, capsys, rgb_png):
     err = _error_line(capsys, ["fit", "image", "--resume", str(out), "--steps", "4", *TINY])
     assert "from task 'audio', not 'image'" in err
     assert (out / "checkpoint.pt").read_bytes() == before  # nothing written is lost
+
+
+def test_batch_fraction_samples_distinct_pixels_with_their_targets(rgb_png):
+    settings = ImageSettings(input=str(rgb_png), batch_fraction=0.25, keep_fraction=0.5,
+                             width=8).resolved(torch.device("cpu"))
+    task = ImageTask.create(settings, FitContext(torch.device("cpu")))
+    batch = task.sample(0, torch.Generator().manual_seed(0))
+    assert batch["coords"].shape == (30, 2)  # a quarter of the 120 kept pixels
+    kept = {tuple(c) for c in task.coords[task.train_index].tolist()}
+    rows = {tuple(c) for c in batch["coords"].tolist()}
+    assert len(rows) == 30 and rows <= kept
+    index = [task.coords.tolist().index(list(c)) for c in batch["coords"].tolist()]
+    torch.testing.assert_close(batch["target"], task.target[index])
