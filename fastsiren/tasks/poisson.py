@@ -63,7 +63,7 @@ MIN_SIDE = 3
 # CUDA gets the paper's settings (256 x 256, 3 x 256, lr 1e-4, 10,000 steps, all pixels).
 CPU_MAX_SIZE = 64
 CPU_WIDTH = 64
-CPU_STEPS = 500
+CPU_STEPS = 300
 CPU_LR = 1e-3
 
 
