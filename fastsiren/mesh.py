@@ -52,6 +52,7 @@ from .errors import InputError
 __all__ = [
     "MESH_FORMATS",
     "Mesh",
+    "check_mesh_path",
     "dense_volume",
     "evaluate_field",
     "extract_mesh",
@@ -384,16 +385,23 @@ def _edge_keys(vertices: np.ndarray, origin: np.ndarray) -> np.ndarray:
     return ((point[:, 0] << 42) | (point[:, 1] << 22) | (point[:, 2] << 2) | axis).astype(np.int64)
 
 
-def save_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
-    """Write ``mesh`` as PLY, OBJ, STL or OFF (by extension) with trimesh, atomically: the file
-    appears complete or not at all, and an existing file is replaced only on success."""
+def check_mesh_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if a mesh can be written there (known extension, existing folder),
+    else ``InputError``: call it before a long extraction, not after."""
     path = Path(path)
     if path.suffix.lower() not in MESH_FORMATS:
         raise InputError(
             f"mesh output must end in one of {', '.join(MESH_FORMATS)}, got {path.name!r}"
         )
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist")
+    return path
+
+
+def save_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
+    """Write ``mesh`` as PLY, OBJ, STL or OFF (by extension) with trimesh, atomically: the file
+    appears complete or not at all, and an existing file is replaced only on success."""
+    path = check_mesh_path(path)
     data = mesh.to_trimesh().export(file_type=path.suffix.lower()[1:])
     if isinstance(data, str):
         data = data.encode()
