@@ -56,6 +56,7 @@ __all__ = [
     "dense_volume",
     "evaluate_field",
     "extract_mesh",
+    "plan_coarse_to_fine",
     "save_mesh",
 ]
 
@@ -293,9 +294,57 @@ def _octree_levels(leaves_per_axis: int) -> int:
     return levels
 
 
+def plan_coarse_to_fine(
+    field: Field,
+    resolution: int,
+    level: float = 0.0,
+    bounds: tuple[float, float] = (-1.0, 1.0),
+    lipschitz: float = 1.5,
+    block: int = DEFAULT_BLOCK,
+    chunk_points: int = DEFAULT_CHUNK_POINTS,
+    device: str | torch.device | None = None,
+) -> dict:
+    """What coarse-to-fine meshing at ``resolution`` would cost, from the octree descent alone
+    (a small fraction of the work): the leaf blocks it keeps and the field evaluations of the
+    descent, of the leaves and in all, beside ``resolution^3`` for the dense grid."""
+    lo, hi = _check_arguments(resolution, level, bounds, block, lipschitz, True, "below")
+    leaves, descent = _descend(field, resolution, level, (lo, hi), lipschitz, block, chunk_points,
+                               device)
+    leaf_evaluations = len(leaves) * (block + 1) ** 3
+    return {
+        "resolution": resolution, "block": block, "lipschitz": float(lipschitz),
+        "leaf_blocks": int(len(leaves)),
+        "leaf_blocks_total": math.ceil((resolution - 1) / block) ** 3,
+        "descent_evaluations": descent, "leaf_evaluations": leaf_evaluations,
+        "evaluations": descent + leaf_evaluations, "dense_evaluations": resolution**3,
+        "evaluations_saved": 1 - (descent + leaf_evaluations) / resolution**3,
+    }
+
+
 def _coarse_to_fine(field, resolution, level, bounds, lipschitz, block, chunk_points, device):
     """Octree descent to the leaf blocks that may hold the level set, then marching cubes per
     leaf, welded by grid edge. Returns (vertices in grid-index units, faces, stats)."""
+    lo, hi = bounds
+    h = (hi - lo) / (resolution - 1)
+    cells = resolution - 1
+    leaves_per_axis = math.ceil(cells / block)
+    nodes, evaluations = _descend(field, resolution, level, bounds, lipschitz, block,
+                                  chunk_points, device)
+    vertices, faces, evaluated = _mesh_leaf_blocks(
+        field, nodes, block, cells, level, lo, h, chunk_points, device
+    )
+    stats = {
+        "evaluations": evaluations + evaluated,
+        "leaf_blocks": int(len(nodes)),
+        "leaf_blocks_total": leaves_per_axis**3,
+        "block": block,
+        "lipschitz": float(lipschitz),
+    }
+    return vertices, faces, stats
+
+
+def _descend(field, resolution, level, bounds, lipschitz, block, chunk_points, device):
+    """The octree descent: (leaf blocks [L, 3] that may hold the level set, evaluations)."""
     lo, hi = bounds
     h = (hi - lo) / (resolution - 1)
     cells = resolution - 1
@@ -322,18 +371,7 @@ def _coarse_to_fine(field, resolution, level, bounds, lipschitz, block, chunk_po
         group //= 2
         nodes = (nodes[:, None, :] * 2 + children[None]).reshape(-1, 3)
         nodes = nodes[(nodes * group < leaves_per_axis).all(axis=1)]
-
-    vertices, faces, evaluated = _mesh_leaf_blocks(
-        field, nodes, block, cells, level, lo, h, chunk_points, device
-    )
-    stats = {
-        "evaluations": evaluations + evaluated,
-        "leaf_blocks": int(len(nodes)),
-        "leaf_blocks_total": leaves_per_axis**3,
-        "block": block,
-        "lipschitz": float(lipschitz),
-    }
-    return vertices, faces, stats
+    return nodes, evaluations
 
 
 def _mesh_leaf_blocks(field, leaves, block, cells, level, lo, h, chunk_points, device):

@@ -18,7 +18,7 @@ trimesh = pytest.importorskip("trimesh")
 
 import fastsiren as fs  # noqa: E402
 from fastsiren.errors import InputError  # noqa: E402
-from fastsiren.mesh import extract_mesh, save_mesh  # noqa: E402
+from fastsiren.mesh import extract_mesh, plan_coarse_to_fine, save_mesh  # noqa: E402
 
 RADIUS = 0.6
 
@@ -78,6 +78,10 @@ def test_coarse_to_fine_equals_dense(resolution, block):
     assert fine.to_trimesh().is_watertight
     assert fine.stats["evaluations"] < dense.stats["evaluations"]
     assert 0 < fine.stats["leaf_blocks"] < fine.stats["leaf_blocks_total"]
+    # The plan (descent only) counts exactly what the extraction evaluated.
+    plan = plan_coarse_to_fine(sphere_sdf, resolution, lipschitz=1.0, block=block)
+    assert plan["evaluations"] == fine.stats["evaluations"]
+    assert plan["leaf_blocks"] == fine.stats["leaf_blocks"]
 
 
 def test_occupancy_level_half_inside_above():

@@ -31,6 +31,9 @@ def _mesh(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise InputError("--device cuda: CUDA is not available here")
     field, level, inside, normalization = load_shape_field(args.run, args.device)
+    if args.coarse_to_fine and level != 0.0:
+        raise InputError("--coarse-to-fine relies on a signed distance (sdf runs); an occupancy "
+                         "field has no such bound: mesh it without --coarse-to-fine")
     mesh = extract_mesh(
         field, args.resolution, level=level, inside=inside, coarse_to_fine=args.coarse_to_fine,
         lipschitz=args.lipschitz, block=args.block,

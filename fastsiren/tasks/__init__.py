@@ -16,6 +16,7 @@ __all__ = ["TASKS", "FitContext", "FitSettings", "Task", "get_task", "setting"]
 TASKS: dict[str, str] = {
     "image": "fastsiren.tasks.image:ImageTask",
     "sdf": "fastsiren.tasks.sdf:SdfTask",
+    "occupancy": "fastsiren.tasks.occupancy:OccupancyTask",
 }
 
 
