@@ -74,7 +74,7 @@ def test_mesh_in_input_units_and_metrics_on_an_analytic_sphere(sphere_ply):
     # The field is the exact SDF of the input sphere in network coordinates; the mesh must come
     # back onto the input sphere (a wrong inverse map moves it by the offset, about 5 units).
     settings = SdfSettings(input=str(sphere_ply), points=3000, resolution=40,
-                           metric_samples=20000).resolved(torch.device("cpu"))
+                           coarse_to_fine=True, metric_samples=20000).resolved(torch.device("cpu"))
     task = SdfTask.create(settings, CPU)
     norm = task.normalization
     centre = torch.tensor(norm.apply(CENTRE[None])[0], dtype=torch.float32)

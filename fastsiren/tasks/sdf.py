@@ -17,12 +17,14 @@ applies to one half counts zero on the other):
   + 1e2 * mean(1 - cos(grad f, n) on the surface)          gradients follow the normals
   + 5e1 * mean(| |grad f| - 1 |) everywhere                eikonal: |grad f| = 1
 
-Paper and code differ; this follows the code. The paper (eq. 6) writes the normal term as
-1 - <grad f, n> (the code: the cosine, blind to |grad f|) and integrates each term over its own
-domain (the code's means over all samples halve the on- and off-surface terms); the code's
-comments keep other weight sets that were tried (1e4 on the surface term, 1e3 on the off-surface
-term, 1e1 on the eikonal term). Gradients are clipped to norm 1 as the official run
-(``clip_grad=True``).
+Paper and code differ; this follows the code (``loss_functions.sdf`` as run by
+``train_sdf.py``). The paper (eq. 6) writes the normal term as 1 - <grad f, n> (the code: the
+cosine, blind to |grad f|) and integrates each term over its own domain (the code's means over
+all samples halve the on- and off-surface terms). The weights are the code's active ones; its
+comments record two other sets, "Exp" (surface 1e4, off-surface 1e2, normal 1e2, eikonal 1e1)
+and "Lapl" (3e3, 1e3, -, 5e1), so they were tuned per experiment; the paper's own weight table
+(supplement) was not checked against them here. Gradients are clipped to norm 1 as the official
+run (``clip_grad=True``).
 
 Metrics (the mesh extracted at the 0 level, ``fastsiren.mesh``), in the input's units:
 ``chamfer`` = mean distance from each input point to the mesh + mean distance from the mesh to
@@ -122,8 +124,9 @@ class SdfSettings(FitSettings):
     points: int = setting(100_000, "oriented points sampled from a mesh input", positive=True)
     resolution: int | None = setting(
         None, "grid points per axis of the output mesh", low=8, cpu=128, cuda=512)
-    coarse_to_fine: bool = setting(
-        True, "mesh coarse-to-fine (only blocks near the surface); false: dense grid")
+    coarse_to_fine: bool | None = setting(
+        None, "mesh coarse-to-fine (only blocks near the surface; pays from about 256^3 on); "
+        "false: dense grid", cpu=False, cuda=True)
     lipschitz: float = setting(
         1.5, "bound on |grad f| that coarse-to-fine relies on (1 for an exact SDF)",
         positive=True)
@@ -295,7 +298,9 @@ def render_preview(mesh, path: Path, size: int = 512, azimuth: float = 35.0,
         order = np.argsort(-tri[facing, :, 1].mean(axis=1))  # far (large y) first
         polys = tri[facing][order][:, :, [0, 2]]
         colors = np.outer(shade[facing][order], [0.85, 0.8, 0.7])
-        ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors="none"))
+        # Edges in the face colour, no antialiasing: seams between triangles stay closed.
+        ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors=colors,
+                                         linewidths=0.3, antialiased=False))
         lo, hi = polys.reshape(-1, 2).min(axis=0), polys.reshape(-1, 2).max(axis=0)
         centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.05
         ax.set_xlim(centre[0] - half, centre[0] + half)
