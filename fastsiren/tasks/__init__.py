@@ -18,6 +18,8 @@ TASKS: dict[str, str] = {
     "audio": "fastsiren.tasks.audio:AudioTask",
     "video": "fastsiren.tasks.video:VideoTask",
     "poisson": "fastsiren.tasks.poisson:PoissonTask",
+    "sdf": "fastsiren.tasks.sdf:SdfTask",
+    "occupancy": "fastsiren.tasks.occupancy:OccupancyTask",
 }
 
 
