@@ -154,10 +154,11 @@ def gaussian_source(xy: torch.Tensor, center, sigma: float) -> torch.Tensor:
 
 def sample_disk(n: int, center, radius: float, generator, dtype=torch.float32) -> torch.Tensor:
     """n points in the disk of ``radius`` around ``center`` [2], uniform in area
-    (r = radius √U, θ = 2π U'): [n, 2]."""
-    r = radius * torch.rand(n, generator=generator, dtype=dtype).sqrt()
-    theta = 2 * math.pi * torch.rand(n, generator=generator, dtype=dtype)
-    center = torch.as_tensor(center, dtype=dtype)
+    (r = radius √U, θ = 2π U'): [n, 2] on the generator's device."""
+    device = generator.device
+    r = radius * torch.rand(n, generator=generator, dtype=dtype, device=device).sqrt()
+    theta = 2 * math.pi * torch.rand(n, generator=generator, dtype=dtype, device=device)
+    center = torch.as_tensor(center, dtype=dtype, device=device)
     return torch.stack((r * torch.cos(theta), r * torch.sin(theta)), -1) + center
 
 
@@ -171,12 +172,12 @@ def sample_helmholtz_points(
 ) -> torch.Tensor:
     """The official Helmholtz batch: n points uniform in [−1, 1]², the last ``n_source`` of them
     replaced by points uniform in the disk of radius 500σ (= 0.05, five standard deviations)
-    around the source, so that every step sees the source: [n, 2]."""
+    around the source, so that every step sees the source: [n, 2] on the generator's device."""
     if n <= n_source:
         raise InputError(
             f"too few points: {n} per step, expected more than the {n_source} drawn near the source"
         )
-    coords = torch.rand(n, 2, generator=generator, dtype=dtype) * 2 - 1
+    coords = torch.rand(n, 2, generator=generator, dtype=dtype, device=generator.device) * 2 - 1
     coords[n - n_source :] = sample_disk(
         n_source, source_xy, SOURCE_RADIUS_PER_SIGMA * sigma, generator, dtype
     )
@@ -202,13 +203,14 @@ def sample_wave_points(
             f"too few points: {n} per step, expected more than the {2 * n_source} "
             "initial-condition points"
         )
-    xy = torch.rand(n, 2, generator=generator, dtype=dtype) * 2 - 1
+    device = generator.device
+    xy = torch.rand(n, 2, generator=generator, dtype=dtype, device=device) * 2 - 1
     if sigma is not None:
         xy[n - n_source :] = sample_disk(
             n_source, focus_xy, SOURCE_RADIUS_PER_SIGMA * sigma, generator, dtype
         )
-    t = torch.rand(n, 1, generator=generator, dtype=dtype) * t_max
-    initial = torch.zeros(n, dtype=torch.bool)
+    t = torch.rand(n, 1, generator=generator, dtype=dtype, device=device) * t_max
+    initial = torch.zeros(n, dtype=torch.bool, device=device)
     initial[n - 2 * n_source :] = True
     t[initial] = 0.0
     return torch.cat((t, xy), -1), initial

@@ -15,6 +15,8 @@ __all__ = ["TASKS", "FitContext", "FitSettings", "Task", "get_task", "setting"]
 
 TASKS: dict[str, str] = {
     "image": "fastsiren.tasks.image:ImageTask",
+    "helmholtz": "fastsiren.tasks.helmholtz:HelmholtzTask",
+    "wave": "fastsiren.tasks.wave:WaveTask",
 }
 
 
