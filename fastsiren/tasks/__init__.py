@@ -20,6 +20,8 @@ TASKS: dict[str, str] = {
     "poisson": "fastsiren.tasks.poisson:PoissonTask",
     "sdf": "fastsiren.tasks.sdf:SdfTask",
     "occupancy": "fastsiren.tasks.occupancy:OccupancyTask",
+    "helmholtz": "fastsiren.tasks.helmholtz:HelmholtzTask",
+    "wave": "fastsiren.tasks.wave:WaveTask",
 }
 
 
