@@ -13,7 +13,7 @@ import fastsiren
 def test_top_level_exports():
     assert sorted(fastsiren.__all__) == sorted([
         "BACKENDS", "Jet", "JetLayout", "SineLayer", "Siren", "convert_official_state_dict",
-        "functional", "siren", "siren_jet",
+        "fit", "functional", "load_model", "siren", "siren_jet",
     ])
     for name in fastsiren.__all__:
         assert hasattr(fastsiren, name), name
