@@ -54,7 +54,7 @@ def test_bad_folders_give_one_line_errors(tmp_path, case):
         (folder / "broken.jpg").write_bytes(b"this is no jpeg")
     expected = {
         "missing": "expected a folder of images, found no such folder",
-        "empty": "no image files",
+        "empty": "no images in it",
         "small": "tiny.png: image is 40x20 pixels, smaller than the 32x32 crop",
         "unreadable": "broken.jpg: not a readable image",
         "one": "need at least 2 images",

@@ -3,8 +3,9 @@ train/test split, the pixel grid, and context sampling.
 
 As the paper's CelebA setup: each image is centre-cropped to a square and resized (32x32 by
 default), values mapped to [-1, 1]; coordinates span [-1, 1] with the row index first
-(``fastsiren.hypernet.data.pixel_grid``). Context (``sample_context``): during training each image
-gets a random number of context pixels, uniform in [10, 200]; the paper evaluates with 10, 100
+(``fastsiren.tasks.image.pixel_grid``, the official ``get_mgrid``). Context
+(``sample_context``): during training each image gets a random number of context pixels,
+uniform in [10, 200]; the paper evaluates with 10, 100
 and 1000 pixels and with the top half of the image. The official conv encoder draws a Bernoulli
 mask with that *expected* count; here both encoders get exactly that many distinct pixels.
 """
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import InputError
+from ..io.image import list_images, read_image
+from ..tasks.image import pixel_grid
 from .models import Context
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "builtin_images",
     "half_context",
     "load_image_folder",
@@ -32,103 +35,85 @@ __all__ = [
     "train_counts",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TRAIN_CONTEXT_RANGE = (10, 200)  # the official train_sparsity_range
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's RGB -> L
 
 
-def pixel_grid(height: int, width: int) -> torch.Tensor:
-    """[H*W, 2] coordinates in [-1, 1], row-major, (row, column) as the official ``get_mgrid``."""
-    rows = torch.linspace(-1.0, 1.0, height)
-    cols = torch.linspace(-1.0, 1.0, width)
-    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
-
-
-def prepare_image(image, resolution: tuple[int, int], channels: int, name: str) -> np.ndarray:
-    """A PIL image -> centre square crop, resized to ``resolution`` (H, W) -> float32 [H, W, C]
-    in [0, 1]. Gray images are repeated to 3 channels when ``channels`` is 3 and colour ones
-    converted to luminance when it is 1."""
-    from PIL import Image
-
+def prepare_image(image: np.ndarray, resolution: tuple[int, int], channels: int,
+                  name: str) -> torch.Tensor:
+    """[H, W, C] in [0, 1] (C = 1 or 3) -> centre square crop, resized to ``resolution``
+    (bicubic with antialiasing) -> [h, w, channels] in [0, 1]. Gray images are repeated to 3
+    channels, colour ones turned to luminance for 1."""
     height, width = resolution
-    side = min(image.size)
+    rows, cols = image.shape[:2]
+    side = min(rows, cols)
     if side < max(height, width):
         raise InputError(
-            f"{name}: image is {image.size[0]}x{image.size[1]} pixels, smaller than the "
-            f"{height}x{width} crop; use larger images or a smaller --resolution"
+            f"{name}: image is {cols}x{rows} pixels, smaller than the {height}x{width} crop; "
+            "use larger images or a smaller --resolution"
         )
-    left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
-    image = image.convert("RGB" if channels == 3 else "L")
-    image = image.crop((left, top, left + side, top + side))
-    image = image.resize((width, height), Image.Resampling.BICUBIC)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return array.reshape(height, width, channels)
+    top, left = (rows - side) // 2, (cols - side) // 2
+    square = torch.from_numpy(np.ascontiguousarray(image[top:top + side, left:left + side]))
+    square = square.permute(2, 0, 1).unsqueeze(0).float()
+    small = F.interpolate(square, size=(height, width), mode="bicubic", antialias=True,
+                          align_corners=False)[0].clamp(0.0, 1.0)
+    if small.shape[0] == 1 and channels == 3:
+        small = small.expand(3, -1, -1)
+    elif small.shape[0] == 3 and channels == 1:
+        small = (small * torch.tensor(LUMA).view(3, 1, 1)).sum(0, keepdim=True)
+    return small.permute(1, 2, 0).contiguous()
 
 
 def load_image_folder(folder: str | Path, resolution: tuple[int, int] = (32, 32),
                       channels: int = 3) -> tuple[torch.Tensor, list[str]]:
     """Every image file of ``folder`` (sorted by name; other files are ignored) as
     [N, H, W, C] in [0, 1], with the file names."""
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--data {folder}: expected a folder of images, found no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(
-            f"--data {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder"
-        )
-    images = []
-    for path in files:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                images.append(prepare_image(image, resolution, channels, str(path)))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{path}: not a readable image ({exc})") from None
-    return torch.from_numpy(np.stack(images)), [p.name for p in files]
+    files = list_images(folder)
+    images = [prepare_image(read_image(path), resolution, channels, str(path)) for path in files]
+    return torch.stack(images), [p.name for p in files]
 
 
 def _data_file(name: str) -> Path:
-    path = resources.files("fastsiren") / "data" / name
-    if not path.is_file():
-        raise InputError(f"the built-in sample {name} is missing from fastsiren/data")
-    return Path(str(path))
+    return Path(str(resources.files("fastsiren") / "data" / name))
 
 
 def builtin_images(resolution: tuple[int, int] = (32, 32), channels: int = 3,
                    crops_per_frame: int = 4, camera_crops: int = 96,
-                   seed: int = 0) -> torch.Tensor:
-    """The built-in data set: square crops of the bundled camera.png (sizes 64 to 256 pixels at
-    seeded random places) and of the 32 Big Buck Bunny frames (the centre square and
-    ``crops_per_frame - 1`` random squares of 72 to 144 pixels each), resized to
-    ``resolution``: [N, H, W, C] in [0, 1]. Deterministic for a seed."""
-    from PIL import Image
-
+                   seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """The built-in data set, [N, H, W, C] in [0, 1], and the files it came from: square crops
+    of the bundled camera.png (64 to 256 pixels wide at seeded random places) and, where the
+    package has it, of the 32 Big Buck Bunny frames of bunny_clip.npz (the centre square and
+    ``crops_per_frame - 1`` random squares of 72 pixels or more each). Deterministic for a
+    seed."""
     rng = np.random.default_rng(seed)
-    crops = []
+    crops, sources = [], []
 
-    def add(image, size, left, top):
-        crops.append(prepare_image(image.crop((left, top, left + size, top + size)),
-                                   resolution, channels, "built-in sample"))
+    def add(image, size, top, left, name):
+        crops.append(prepare_image(image[top:top + size, left:left + size], resolution,
+                                   channels, name))
 
-    with Image.open(_data_file("camera.png")) as camera:
-        camera.load()
+    camera = read_image(_data_file("camera.png"))
+    sources.append("camera.png")
     for _ in range(camera_crops):
         size = int(rng.integers(64, 257))
-        add(camera, size, int(rng.integers(0, camera.size[0] - size + 1)),
-            int(rng.integers(0, camera.size[1] - size + 1)))
-    with np.load(_data_file("bunny_clip.npz")) as clip:
-        frames = clip["frames"]
-    for frame in frames:
-        image = Image.fromarray(frame)
-        w, h = image.size
-        add(image, h, (w - h) // 2, 0)
-        for _ in range(crops_per_frame - 1):
-            size = int(rng.integers(72, h + 1))
-            add(image, size, int(rng.integers(0, w - size + 1)),
-                int(rng.integers(0, h - size + 1)))
-    return torch.from_numpy(np.stack(crops))
+        add(camera, size, int(rng.integers(0, camera.shape[0] - size + 1)),
+            int(rng.integers(0, camera.shape[1] - size + 1)), "camera.png")
+    clip = _data_file("bunny_clip.npz")
+    if clip.is_file():
+        sources.append("bunny_clip.npz")
+        with np.load(clip) as data:
+            frames = data["frames"].astype(np.float32) / 255.0
+        for frame in frames:
+            h, w = frame.shape[:2]
+            add(frame, h, 0, (w - h) // 2, "bunny_clip.npz")
+            for _ in range(crops_per_frame - 1):
+                size = int(rng.integers(72, h + 1))
+                add(frame, size, int(rng.integers(0, h - size + 1)),
+                    int(rng.integers(0, w - size + 1)), "bunny_clip.npz")
+    return torch.stack(crops), sources
 
 
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,13 +78,15 @@ class SirenSpec:
     hidden_layers: int = 3
     out_features: int = 3
     omega_0: float = 30.0
+    first_omega_0: float = 30.0
 
     def build(self) -> Siren:
         """An ``fs.Siren`` of this shape (SIREN initialisation); its parameter names and shapes
         are the ones the hypernetworks predict."""
         return Siren(
             self.in_features, self.hidden_features, self.hidden_layers, self.out_features,
-            outermost_linear=True, first_omega_0=self.omega_0, hidden_omega_0=self.omega_0,
+            outermost_linear=True, first_omega_0=self.first_omega_0,
+            hidden_omega_0=self.omega_0,
         )
 
     @property
@@ -110,7 +112,8 @@ class SirenSpec:
         names = [name for name, _ in self.parameter_shapes()]
         weights = [params[name] for name in names[0::2]]
         biases = [params[name] for name in names[1::2]]
-        return weights, biases, [self.omega_0] * (self.n_layers - 1) + [1.0]
+        omegas = [self.first_omega_0] + [self.omega_0] * (self.n_layers - 2) + [1.0]
+        return weights, biases, omegas
 
 
 @dataclass
@@ -271,7 +274,9 @@ class LowRankHeads(nn.Module):
             for name, shape, low_rank, n in self.layout:
                 fan_in = dict(self.shapes)[name.replace("bias", "weight")][1]
                 if name.endswith("weight"):
-                    scale = sine_init_bound(fan_in, spec.omega_0, name.startswith("net.0."))
+                    first = name.startswith("net.0.")
+                    scale = sine_init_bound(fan_in, spec.first_omega_0 if first else spec.omega_0,
+                                            first)
                 else:
                     scale = 1.0 / math.sqrt(fan_in)  # nn.Linear's default bias bound
                 rows = self.out.weight[start:start + n]
@@ -327,7 +332,8 @@ class NeuralProcessHypernet(nn.Module):
         heads: "official" (per-parameter MLP heads) or "lowrank" (shared SIREN + offsets).
         rank: rank of the low-rank offsets.
         latent_dim, hyper_hidden_features, hyper_hidden_layers: the latent and head widths.
-        siren_hidden_features, siren_hidden_layers, omega_0: the predicted SIREN.
+        siren_hidden_features, siren_hidden_layers, omega_0, first_omega_0: the predicted
+            SIREN (the official one: 256 features, 3 hidden layers, omega_0 = 30 everywhere).
         backend: engine backend of the predicted SIRENs ("auto", "torch", "triton").
     """
 
@@ -335,7 +341,8 @@ class NeuralProcessHypernet(nn.Module):
                  encoder: str = "set", heads: str = "official", rank: int = 8,
                  latent_dim: int = 256, hyper_hidden_features: int = 256,
                  hyper_hidden_layers: int = 1, siren_hidden_features: int = 256,
-                 siren_hidden_layers: int = 3, omega_0: float = 30.0, backend: str = "auto"):
+                 siren_hidden_layers: int = 3, omega_0: float = 30.0,
+                 first_omega_0: float = 30.0, backend: str = "auto"):
         super().__init__()
         if encoder not in ("set", "conv"):
             raise ValueError(f"encoder must be 'set' or 'conv', got {encoder!r}")
@@ -343,7 +350,8 @@ class NeuralProcessHypernet(nn.Module):
             raise ValueError(f"heads must be 'official' or 'lowrank', got {heads!r}")
         self.resolution = tuple(resolution)
         self.backend = backend
-        self.spec = SirenSpec(2, siren_hidden_features, siren_hidden_layers, channels, omega_0)
+        self.spec = SirenSpec(2, siren_hidden_features, siren_hidden_layers, channels, omega_0,
+                              first_omega_0)
         if encoder == "set":
             self.encoder = SetEncoder(channels, latent_dim)
         else:

@@ -15,6 +15,7 @@ __all__ = ["TASKS", "FitContext", "FitSettings", "Task", "get_task", "setting"]
 
 TASKS: dict[str, str] = {
     "image": "fastsiren.tasks.image:ImageTask",
+    "hypernet": "fastsiren.tasks.hypernet:HypernetTask",
 }
 
 
