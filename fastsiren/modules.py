@@ -13,10 +13,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from . import backend as _backend
-from .functional import siren_jet
-from .jet import Jet
-from .reference.siren import sine_init_bound
+from fastsiren import backend as _backend
+from fastsiren.functional import siren_jet
+from fastsiren.jet import Jet
+from fastsiren.reference.siren import sine_init_bound
 
 __all__ = ["SineLayer", "Siren", "convert_official_state_dict"]
 
@@ -28,7 +28,7 @@ class _BackendMixin:
 
     def to(self, *args, backend: str | None = None, **kwargs):
         if backend is not None:
-            _backend._check_name(backend, "backend argument")
+            _backend.check_name(backend, "backend argument")
             for module in self.modules():
                 if isinstance(module, _BackendMixin):
                     module.backend = backend
@@ -61,7 +61,7 @@ class SineLayer(_BackendMixin, nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.is_first = is_first
         self.omega_0 = float(omega_0)
-        self.backend = _backend._check_name(backend, "backend argument")
+        self.backend = _backend.check_name(backend, "backend argument")
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.reset_parameters()
 

@@ -22,8 +22,8 @@ def test_top_level_exports():
 def test_functional_and_reference_exports():
     assert sorted(fastsiren.functional.__all__) == ["siren", "siren_jet"]
     assert sorted(fastsiren.reference.__all__) == sorted([
-        "SineLayer", "Siren", "autograd_jet", "divergence", "gradient", "hessian", "jacobian",
-        "laplace", "naive_jet", "siren_forward",
+        "Jet", "SineLayer", "Siren", "autograd_jet", "divergence", "gradient", "hessian",
+        "jacobian", "laplace", "naive_jet", "siren_forward",
     ])
 
 

@@ -117,7 +117,7 @@ def test_help_is_generated_from_the_settings(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for option in ("--keep-fraction", "--render-size", "--batch-fraction", "--first-omega0",
-                   "--resume", "(default: 300 on CPU, 10000 on CUDA)", "example:"):
+                   "--resume", "(default: 200 on CPU, 10000 on CUDA)", "example:"):
         assert option in text, option
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from test_task_image import smooth_image
 
 import fastsiren as fs
+from fastsiren.errors import InputError
 from fastsiren.fit import BatchedSiren, load_checkpoint
 
 TINY = {"width": 12, "depth": 1, "lr": 3e-3, "device": "cpu", "progress": False}
@@ -74,6 +75,9 @@ def test_folder_fit_writes_every_image_and_a_summary(folder, tmp_path):
     assert Image.open(out / "images" / "im1.png" / "render.png").size == (10, 14)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["model_class"] == "BatchedSiren" and state["model_kwargs"]["n_networks"] == 3
+    Image.fromarray(smooth_image(5, 5, 3)).save(folder / "late.png")
+    with pytest.raises(InputError, match="no longer matches the checkpoint"):
+        fs.fit("image", out=out, resume=True, steps=40, progress=False)
 
 
 def test_torchrun_two_processes_shard_the_folder(folder, tmp_path):

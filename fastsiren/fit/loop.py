@@ -179,6 +179,11 @@ def _run(task_cls, settings: FitSettings, context: FitContext, out_dir: Path,
     replicated = context.world_size > 1 and not task.shards_items
     step, train_seconds, points = 0, 0.0, 0
     if checkpoint is not None:
+        if checkpoint["model_kwargs"] != task.model_kwargs():
+            raise InputError(
+                f"--resume {out_dir}: the data no longer matches the checkpoint (model "
+                f"{checkpoint['model_kwargs']} saved, {task.model_kwargs()} now); did the "
+                "input change?")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["rng"]["generator"])
@@ -251,7 +256,8 @@ def _run(task_cls, settings: FitSettings, context: FitContext, out_dir: Path,
     model.eval()
     with torch.no_grad():
         metrics = task.evaluate(model)
-        outputs = task.write_outputs(model, out_dir)
+        # Replicated processes hold the same model: one of them writes the files.
+        outputs = task.write_outputs(model, out_dir) if primary or task.shards_items else []
     shards = _gather(
         {"metrics": metrics, "train_seconds": train_seconds, "points": points,
          "signals": task.n_signals, "outputs": [str(Path(p).relative_to(out_dir))

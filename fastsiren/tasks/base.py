@@ -17,6 +17,12 @@ A task is data plus a loss on jets. It says:
 - ``evaluate(model) -> metrics``: final metrics (floats), written into ``metrics.json``;
 - ``write_outputs(model, out_dir) -> paths``: the task's files in the run folder.
 
+Optional hooks: ``create(settings, context)`` (return a variant, e.g. the image task's
+many-images form), ``describe()`` (facts about the data for metrics.json), ``summarize(...)``
+(merge the metrics of torchrun shards, on rank 0), ``model_class`` / ``model_kwargs`` (what
+``load_model`` rebuilds), ``jet`` (how the model is evaluated on a batch). The positional INPUT
+of the CLI is ``settings.input`` (a tuple of paths; empty: the task's built-in sample).
+
 The loop owns the rest: seeding, device and backend, Adam at ``settings.lr``, gradient clipping,
 progress, the JSON-lines log, checkpoints and resume, Ctrl-C, ``metrics.json`` and the curve.
 A task never names a backend and never differentiates with autograd: it gets the jet it asked

@@ -3,8 +3,8 @@
 One Function for the whole network, not one per layer: the backward of layer l needs sin u of
 layer l, which is the value slab of layer l+1's input, so a network-level Function shares it
 instead of storing it twice, and autograd records one node instead of a graph over every
-elementwise op. The per-layer math comes from a backend's ops module (``fastsiren.sine_jet`` for
-torch, ``fastsiren.kernels.sine_jet`` for Triton); both have the same signatures.
+elementwise op. The per-layer math comes from a backend's ops (``fastsiren.backend.JetOps``:
+``fastsiren.sine_jet`` for torch, ``fastsiren.kernels.sine_jet`` for Triton).
 
 Saved for backward, per layer: its input stack (the previous layer's output, which exists anyway)
 and, unless ``recompute=True``, its matmul output G with cos u in slab 0. ``recompute=True`` keeps
@@ -14,12 +14,28 @@ memory, one more matmul per layer.
 
 from __future__ import annotations
 
-from types import ModuleType
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .jet import JetLayout
+from fastsiren.jet import JetLayout
+
+if TYPE_CHECKING:
+    from fastsiren.backend import JetOps
+
+
+@dataclass(frozen=True)
+class SirenJetSettings:
+    """Everything about a SIREN jet that is not a tensor, passed to the autograd Functions as
+    their one non-tensor argument (``Function.apply(x, settings, *weights, *biases)``)."""
+
+    omegas: tuple[float, ...]  # per layer; a final linear layer's is ignored
+    outermost_linear: bool  # the last layer is linear (else a sine layer)
+    layout: JetLayout  # which slabs the jet holds
+    recompute: bool = False  # redo each layer's matmul in backward instead of saving it
+    ops: JetOps | None = None  # the backend's per-layer ops (the adjoint sweep needs none)
 
 
 def point_chunks(n_points: int, chunk: int) -> list[slice]:
@@ -43,14 +59,14 @@ class ChunkGradients:
             if gb is not None:
                 self.grad_b[l] = gb if self.grad_b[l] is None else self.grad_b[l].add_(gb)
 
-    def result(self, needs_input_grad: tuple, n_non_tensor: int) -> tuple:
-        """backward's return: x̄, None for the non-tensor arguments, then W̄s and b̄s (None
-        where not needed)."""
+    def result(self, needs_input_grad: tuple) -> tuple:
+        """backward's return for ``apply(x, settings, *weights, *biases)``: x̄, None for the
+        settings, then W̄s and b̄s (None where not needed)."""
         n_layers = len(self.grad_w)
-        need = needs_input_grad[1 + n_non_tensor :]
+        need = needs_input_grad[2:]
         grad_w = [g if n else None for g, n in zip(self.grad_w, need[:n_layers])]
         grad_b = [g if n else None for g, n in zip(self.grad_b, need[n_layers:])]
-        return (self.grad_x, *([None] * n_non_tensor), *grad_w, *grad_b)
+        return (self.grad_x, None, *grad_w, *grad_b)
 
 
 class SirenJetFunction(torch.autograd.Function):
@@ -62,11 +78,11 @@ class SirenJetFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, layout, omegas, outermost_linear, recompute, ops, *params):
+    def forward(ctx, x, settings: SirenJetSettings, *params):
+        layout, omegas, ops = settings.layout, settings.omegas, settings.ops
         n_layers = len(omegas)
         weights, biases = params[:n_layers], params[n_layers:]
-        ctx.layout, ctx.omegas, ctx.ops = layout, omegas, ops
-        ctx.outermost_linear, ctx.recompute = outermost_linear, recompute
+        ctx.settings = settings
 
         B, N, _ = x.shape
         widths = [w.shape[1] for w in weights]
@@ -75,12 +91,11 @@ class SirenJetFunction(torch.autograd.Function):
         saved = []
         needs_grad = any(ctx.needs_input_grad)
         for points in ctx.chunks:
-            chunk_out, stacks, preacts = _forward_chunk(
-                x[:, points], weights, biases, omegas, layout, outermost_linear, ops, needs_grad
-            )
+            chunk_out, stacks, preacts = _forward_chunk(x[:, points], weights, biases, settings,
+                                                        needs_grad)
             out[:, :, points] = chunk_out
             if needs_grad:  # otherwise each chunk's intermediates are freed right away
-                saved.append((stacks, None if recompute else preacts))
+                saved.append((stacks, None if settings.recompute else preacts))
 
         if needs_grad:
             # The output and inputs go through save_for_backward (version-checked, no cycle);
@@ -92,7 +107,7 @@ class SirenJetFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        n_layers = len(ctx.omegas)
+        n_layers = len(ctx.settings.omegas)
         x, out, *params = ctx.saved_tensors
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
@@ -100,23 +115,24 @@ class SirenJetFunction(torch.autograd.Function):
         for points, (stacks, preacts) in zip(ctx.chunks, ctx.saved_chunks):
             grads.add(points, *_backward_chunk(
                 grad_out[:, :, points], x[:, points], out[:, :, points], stacks, preacts,
-                weights, biases, ctx, need_x,
+                weights, biases, ctx.settings, need_x,
             ))
-        return grads.result(ctx.needs_input_grad, n_non_tensor=5)
+        return grads.result(ctx.needs_input_grad)
 
 
-def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops, for_backward):
+def _forward_chunk(x, weights, biases, settings, for_backward):
     """Run the layers on one chunk of points; return (out, layer inputs, per-layer cos/G).
 
     Without ``for_backward`` nothing is kept: each layer's buffers are freed as the next one
     runs, and the cosines are skipped where only backward would read them."""
+    omegas, layout, ops = settings.omegas, settings.layout, settings.ops
     n_layers = len(omegas)
     stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout, for_backward)
     stacks = [stack]  # stacks[l - 1] is the input of layer l
     preacts = [cos_u]  # per sine layer: cos u (first layer), else G with cos u in slab 0
     for l in range(1, n_layers):
         w, b = weights[l], biases[l]
-        if l == n_layers - 1 and outermost_linear:
+        if l == n_layers - 1 and settings.outermost_linear:
             stack = ops.linear_layer_fwd(stack, w, b)
         else:
             stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout, for_backward)
@@ -127,9 +143,9 @@ def _forward_chunk(x, weights, biases, omegas, layout, outermost_linear, ops, fo
     return stacks.pop(), stacks, preacts
 
 
-def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, ctx, need_x):
+def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, settings, need_x):
     """VJP of ``_forward_chunk``, last layer first: (x̄, [W̄ per layer], [b̄ per layer])."""
-    layout, omegas, ops = ctx.layout, ctx.omegas, ctx.ops
+    layout, omegas, ops = settings.layout, settings.omegas, settings.ops
     n_layers = len(omegas)
     grad_w: list = [None] * n_layers
     grad_b: list = [None] * n_layers
@@ -137,19 +153,20 @@ def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, ctx, need_x)
     for l in range(n_layers - 1, -1, -1):
         w, b, omega = weights[l], biases[l], omegas[l]
         has_bias = b is not None
-        if l == n_layers - 1 and ctx.outermost_linear:
+        if l == n_layers - 1 and settings.outermost_linear:
             grad, grad_w[l], grad_b[l] = ops.linear_layer_bwd(
                 grad, stacks[l - 1], w, has_bias=has_bias
             )
             continue
         s = (stacks[l] if l < n_layers - 1 else out)[:, 0]  # sin u: the next input's value
         if l == 0:
-            cos_u = ops.first_layer_preact(x, w, b, omega).cos_() if ctx.recompute else preacts[0]
+            recomputed = settings.recompute
+            cos_u = ops.first_layer_preact(x, w, b, omega).cos_() if recomputed else preacts[0]
             grad_x, grad_w[0], grad_b[0] = ops.first_layer_bwd(
                 grad, x, w, omega, layout, s, cos_u, need_x_grad=need_x, has_bias=has_bias
             )
         else:
-            if ctx.recompute:
+            if settings.recompute:
                 G = ops.sine_layer_preact(stacks[l - 1], w, b, omega)
                 G[:, 0].cos_()
             else:
@@ -159,18 +176,3 @@ def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, ctx, need_x)
             )
     return grad_x, grad_w, grad_b
 
-
-def siren_jet_stack(
-    x: torch.Tensor,
-    weights: list[torch.Tensor],
-    biases: list[torch.Tensor | None],
-    omegas: tuple[float, ...],
-    layout: JetLayout,
-    outermost_linear: bool,
-    recompute: bool,
-    ops: ModuleType,
-) -> torch.Tensor:
-    """Apply ``SirenJetFunction`` to canonical (already validated, batched) arguments."""
-    return SirenJetFunction.apply(
-        x, layout, omegas, outermost_linear, recompute, ops, *weights, *biases
-    )
