@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {
     "occupancy": "fastsiren.tasks.occupancy:OccupancyTask",
     "helmholtz": "fastsiren.tasks.helmholtz:HelmholtzTask",
     "wave": "fastsiren.tasks.wave:WaveTask",
+    "hypernet": "fastsiren.tasks.hypernet:HypernetTask",
 }
 
 
