@@ -11,6 +11,9 @@ and, unless ``recompute=True``, its matmul output G with cos u in slab 0. ``reco
 only the inputs and redoes each layer's matmul and cosine during backward: about half the saved
 memory, one more matmul per layer.
 
+Backward under ``create_graph=True`` (nested autograd through the model) cannot use the hand VJP,
+whose inputs were saved without a graph; it goes through ``fastsiren.nested_autograd`` instead.
+
 Compiled chunks (torch backend, ``FASTSIREN_COMPILE=1``): the per-chunk forward and backward are
 plain tensor functions, so ``torch.compile`` can fuse their elementwise epilogues into fewer loops
 than the eager ops' separate passes; the Function, its chunking and its saved tensors stay the
@@ -33,9 +36,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from fastsiren.jet import JetLayout
+from fastsiren.nested_autograd import graph_vjp, jet_stack
 
 if TYPE_CHECKING:
     from fastsiren.backend import JetOps
@@ -122,10 +125,19 @@ class SirenJetFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
-        n_layers = len(ctx.settings.omegas)
         x, out, *params = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate
+            settings = ctx.settings
+
+            def recompute(x, weights, biases):
+                return (jet_stack(x, weights, biases, settings.omegas, settings.layout,
+                                  settings.outermost_linear),)
+
+            return graph_vjp(ctx, x, params, recompute, (grad_out,))
+
+        # The hand VJP, chunk by chunk as the forward ran (grad mode is off here).
+        n_layers = len(ctx.settings.omegas)
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
         grads = ChunkGradients(x, n_layers, need_x)

@@ -18,7 +18,7 @@ import sys
 from ..errors import InputError
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("fit", "demo", "bench")
+SUBCOMMANDS = ("fit", "mesh", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
