@@ -123,10 +123,13 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path):
 def test_ctrl_c_checkpoints_and_resume_continues_exactly(tmp_path, monkeypatch):
     fs.fit(NoisyToneTask, out=tmp_path / "straight", steps=6, progress=False, **TINY)
     monkeypatch.setattr(NoisyToneTask, "interrupt_at", 2)
+    # A process started in the background inherits SIGINT ignored: whatever the handler is,
+    # the fit must take Ctrl-C for itself and put that handler back afterwards.
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(FitInterrupted, match="interrupted at step 3/6"):
         fs.fit(NoisyToneTask, out=tmp_path / "stopped", steps=6, progress=False, **TINY)
     assert load_checkpoint(tmp_path / "stopped")["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
     monkeypatch.setattr(NoisyToneTask, "interrupt_at", None)
     fs.fit(NoisyToneTask, out=tmp_path / "stopped", resume=True, progress=False)
     straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "stopped")
