@@ -45,7 +45,7 @@ __all__ = ["WaveSettings", "WaveTask"]
 class WaveSettings(FitSettings):
     """Solve the wave equation u_tt = c² Δu on [-1, 1]² from a pulse or a standing wave."""
 
-    steps: int | None = setting(None, "optimizer steps", positive=True, cpu=600, cuda=100000)
+    steps: int | None = setting(None, "optimizer steps", positive=True, cpu=500, cuda=100000)
     lr: float | None = setting(None, "Adam learning rate (official: 2e-5)", positive=True,
                                cpu=1e-4, cuda=2e-5)
     width: int | None = setting(None, "hidden features per layer", positive=True, cpu=128,
