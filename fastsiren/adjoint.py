@@ -30,9 +30,9 @@ A final sine layer is handled as one more sine layer whose adjoint seed is the i
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from fastsiren.jet_function import ChunkGradients, SirenJetSettings, point_chunks
+from fastsiren.nested_autograd import graph_vjp, jet_stack
 from fastsiren.sine_jet import _rows_matmul, _stack_matmul, _stack_weight_grad, points_per_chunk
 
 
@@ -144,11 +144,20 @@ class SirenGradFunction(torch.autograd.Function):
         return y, grad
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, grad_grad):
         settings = ctx.settings
         n_layers = len(settings.omegas)
         x, *params = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate
+
+            def recompute(x, weights, biases):
+                stack = jet_stack(x, weights, biases, settings.omegas, settings.layout,
+                                  settings.outermost_linear)
+                return stack[:, 0], stack[:, 1:].permute(0, 3, 2, 1)  # y, dy/dx [B, O, N, d]
+
+            return graph_vjp(ctx, x, params, recompute, (grad_y, grad_grad))
+
+        # The hand VJP, chunk by chunk as the forward ran (grad mode is off here).
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
         grads = ChunkGradients(x, n_layers, need_x)

@@ -190,15 +190,16 @@ def unavailable(name: str, device: torch.device | str = "cuda") -> str | None:
     device = torch.device(device)
     if name != "triton":
         return None
-    ops = _load_ops("triton")
-    if isinstance(ops, Exception):
-        first_line = (str(ops).strip().splitlines() or [type(ops).__name__])[0]
-        return f"importing the Triton kernels failed ({first_line})"
+    # Checked before importing the kernels: Triton fixes interpret-or-compile at that import.
     if device.type != "cuda" and not env.interpreting():
         return (
             f"the Triton kernels need CUDA tensors, got tensors on {device}; set "
             "TRITON_INTERPRET=1 before importing fastsiren to run them on the CPU (slow)"
         )
+    ops = _load_ops("triton")
+    if isinstance(ops, Exception):
+        first_line = (str(ops).strip().splitlines() or [type(ops).__name__])[0]
+        return f"importing the Triton kernels failed ({first_line})"
     return None
 
 
@@ -282,5 +283,6 @@ def run_siren_jet(
         settings = SirenJetSettings(omegas, outermost_linear, layout)
         value, grad = SirenGradFunction.apply(x, settings, *weights, *biases)
         return Jet(value, grad.permute(0, 2, 1, 3))
-    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops_for(name))
+    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops_for(name),
+                                compiled=name == "torch" and env.compile_jets())
     return Jet.from_stack(SirenJetFunction.apply(x, settings, *weights, *biases), layout)

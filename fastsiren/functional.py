@@ -35,6 +35,13 @@ def _validate(x, weights, biases, omegas, outermost_linear) -> bool:
         raise ValueError("outermost_linear=True needs at least 2 layers (a first sine layer)")
     if not x.dtype.is_floating_point:
         raise TypeError(f"coordinates must be floating point, got dtype {x.dtype}")
+    for kind, tensors in (("weight", weights), ("bias", biases)):
+        for l, t in enumerate(tensors):
+            if not isinstance(t, torch.Tensor) and not (kind == "bias" and t is None):
+                raise TypeError(
+                    f"{kind} {l} must be a torch.Tensor{' or None' if kind == 'bias' else ''}, "
+                    f"got {type(t).__name__}; convert it with torch.as_tensor"
+                )
     batched = weights[0].dim() == 3
     w_dims = 3 if batched else 2
     for l, (w, b) in enumerate(zip(weights, biases)):

@@ -1,4 +1,5 @@
-"""Launch helpers shared by the kernel modules: interpreter flag, allocation, tuning configs."""
+"""Launch helpers shared by the kernel modules: interpreter flag, allocation, tuning configs,
+splits of reductions over points, and the input checks every launcher runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from fastsiren.jet import JetLayout
 
 # Triton decides at decoration time whether a kernel is compiled or interpreted, so the flag is
 # read once, when the kernel modules are imported, not per call.
@@ -19,6 +22,13 @@ POISON_ENV = "FASTSIREN_POISON"
 # Storage dtypes the kernels accept. fp64 is for exactness checks (the interpreter runs it; on
 # GPU tl.dot in fp64 is slow but correct); half types are loaded as such, computed in fp32.
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+# Reductions over points (W̄, first-layer W̄ and b̄) are split into partial sums so that enough
+# programs run at once: at least this many rows per split keeps each program's loop long enough
+# to amortise its partial tile (small under the interpreter so the tests exercise splitting).
+MIN_ROWS_PER_SPLIT = 64 if INTERPRET else 4096
+# Split sizes are multiples of this, so every config's BLOCK_Q / BLOCK_N tiles a split exactly.
+SPLIT_ALIGN = 128
 
 # First layers with at most this many input features accumulate u with unrolled FMAs: a tl.dot
 # needs a K tile of at least 16, so below that most of the tensor-core work would be padding.
@@ -42,6 +52,11 @@ def acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def acc_torch_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``acc_dtype`` as a torch dtype, for partial-sum buffers and torch reductions."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def dot_precision(dtype: torch.dtype, mode: str) -> str:
     """``tl.dot``'s input_precision: the knob for fp32, "ieee" for fp64 (no TF32 there)."""
     return mode if dtype == torch.float32 else "ieee"
@@ -58,10 +73,27 @@ def size_bucket(n: int) -> int:
     return max(int(n), 1).bit_length()
 
 
+def config(kw: dict, warps: int = 4, stages: int = 2) -> triton.Config:
+    return triton.Config(kw, num_warps=warps, num_stages=stages)
+
+
 def configs(gpu: list[triton.Config], interpret: triton.Config) -> list[triton.Config]:
     """The autotune list: the GPU configs, or the single interpreter config (multi-config
     autotuning needs a GPU to time on)."""
     return [interpret] if INTERPRET else gpu
+
+
+def _target_programs(device: torch.device) -> int:
+    """How many programs keep the device busy, for splitting reductions over points."""
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def n_splits(rows: int, tiles: int, device: torch.device) -> int:
+    """Splits of a reduction over ``rows`` points for ``tiles`` output tiles."""
+    want = triton.cdiv(_target_programs(device), max(tiles, 1))
+    return max(1, min(want, rows // MIN_ROWS_PER_SPLIT))
 
 
 def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | None = None):
@@ -96,3 +128,36 @@ def row_strided(t: torch.Tensor) -> torch.Tensor:
 def check_shape(t: torch.Tensor, name: str, shape: tuple[int, ...]) -> None:
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def check_weights(w, b, like, name):
+    w = check_tensor(w, f"{name} weight", 3, like)
+    if w.shape[0] != like.shape[0]:
+        raise ValueError(f"{name} weight has batch {w.shape[0]}, the input has {like.shape[0]}")
+    if b is not None:
+        b = check_tensor(b, f"{name} bias", 2, like)
+        check_shape(b, f"{name} bias", tuple(w.shape[:2]))
+    return w, b
+
+
+def check_stack(stack, layout, name):
+    stack = check_tensor(stack, name, 4)
+    if stack.shape[1] != layout.rows:
+        raise ValueError(f"{name} has {stack.shape[1]} slabs; the jet layout {layout} needs "
+                         f"{layout.rows}")
+    return stack
+
+
+def check_value(t, name, shape, like):
+    """A [B, N, M] tensor that may be a strided view (s: the next layer's value slab)."""
+    if t is None:
+        raise ValueError(f"{name} is required at this jet order")
+    check_tensor(t, name, 3, like)
+    check_shape(t, name, shape)
+    return row_strided(t)
+
+
+def slab_counts(layout: JetLayout) -> dict:
+    """The slab-count constexprs of the stacked-jet kernels."""
+    return dict(D=layout.n_grad, N_LAP=layout.n_lap, D_PAD=pow2(layout.n_grad),
+                L_PAD=pow2(layout.n_lap))
