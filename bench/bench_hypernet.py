@@ -7,7 +7,7 @@
    predicted parameters (what a training step does with them); same engine, same backend.
 2. Per head type (official, lowrank) with the set encoder: parameters, the Adam state, one
    training step's time (encoder, heads, batched SIRENs, loss, backward, Adam) and its peak
-   memory above the model and optimizer (``fastsiren.benchmark.peak_memory_bytes``).
+   memory above the model and optimizer (``fastsiren.benchmark.measure.peak_memory_bytes``).
 Median wall times after warm-up (CUDA-synchronised on a GPU).
 """
 
@@ -22,7 +22,7 @@ import time
 import torch
 
 import fastsiren as fs
-from fastsiren.benchmark import peak_memory_bytes
+from fastsiren.benchmark.measure import peak_memory_bytes
 from fastsiren.hypernet import NeuralProcessHypernet, hypernetwork_loss
 from fastsiren.hypernet.data import pixel_grid, sample_context, train_counts
 

@@ -96,8 +96,10 @@ class HypernetSettings(FitSettings):
                          "parameters for a 256-wide SIREN), 'lowrank' offsets of a shared "
                          "SIREN (4M)", choices=("official", "lowrank"))
     rank: int = setting(8, "rank of the low-rank offsets (--heads lowrank)", positive=True)
-    latent_dim: int = setting(256, "size of the latent code", positive=True)
-    hyper_width: int = setting(256, "hidden features of the hypernetwork heads", positive=True)
+    latent_dim: int | None = setting(None, "size of the latent code (official: 256)",
+                                     positive=True, cpu=128, cuda=256)
+    hyper_width: int | None = setting(None, "hidden features of the hypernetwork heads "
+                                      "(official: 256)", positive=True, cpu=128, cuda=256)
     hyper_depth: int = setting(1, "hidden layers of the hypernetwork heads", low=0)
     batch_size: int | None = setting(None, "images per step (the global batch under torchrun)",
                                      positive=True, cpu=16, cuda=100)
@@ -156,7 +158,7 @@ class HypernetTask(Task):
     model_class = "NeuralProcessHypernet"
     example = ("fastsiren fit hypernet --out runs/hypernet      # built-in images, CPU minutes\n"
                "  fastsiren fit hypernet faces/ --encoder conv --heads lowrank\n"
-               "  torchrun --nproc_per_node 4 -m fastsiren.cli fit hypernet faces/  # DDP\n"
+               "  torchrun --nproc_per_node 4 -m fastsiren fit hypernet faces/   # DDP\n"
                "  fastsiren hypernet-predict runs/hypernet photo.png --context 100")
 
     def __init__(self, settings: HypernetSettings, context: FitContext):
