@@ -283,5 +283,6 @@ def run_siren_jet(
         settings = SirenJetSettings(omegas, outermost_linear, layout)
         value, grad = SirenGradFunction.apply(x, settings, *weights, *biases)
         return Jet(value, grad.permute(0, 2, 1, 3))
-    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops_for(name))
+    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops_for(name),
+                                compiled=name == "torch" and env.compile_jets())
     return Jet.from_stack(SirenJetFunction.apply(x, settings, *weights, *biases), layout)

@@ -3,6 +3,8 @@
 - ``FASTSIREN_BACKEND``: the backend ``auto`` stands for during a whole run (``fastsiren.backend``).
 - ``FASTSIREN_CHUNK_BYTES``: bytes per stacked activation chunk on the CPU
   (``fastsiren.sine_jet.points_per_chunk``).
+- ``FASTSIREN_COMPILE``: "1" compiles the torch backend's per-chunk forward and backward with
+  ``torch.compile`` (``fastsiren.jet_function``); off by default.
 - ``TRITON_INTERPRET``: Triton runs kernels in its interpreter on CPU tensors (tests).
 
 Values are read when used, not at import, so a malformed one fails the call that needs it with a
@@ -17,6 +19,7 @@ from fastsiren.errors import InputError
 
 BACKEND = "FASTSIREN_BACKEND"
 CHUNK_BYTES = "FASTSIREN_CHUNK_BYTES"
+COMPILE = "FASTSIREN_COMPILE"
 TRITON_INTERPRET = "TRITON_INTERPRET"
 
 
@@ -32,6 +35,15 @@ def backend_override() -> str | None:
     """``FASTSIREN_BACKEND`` if set and not empty (checked against the backend names by
     ``fastsiren.backend.resolve``)."""
     return os.environ.get(BACKEND) or None
+
+
+def compile_jets() -> bool:
+    """``FASTSIREN_COMPILE``: "1" compiles the torch backend's chunk functions, "0" or unset
+    keeps them eager."""
+    raw = os.environ.get(COMPILE, "").strip()
+    if raw not in ("", "0", "1"):
+        raise InputError(f"${COMPILE} must be 0 or 1, got {raw!r}")
+    return raw == "1"
 
 
 def chunk_bytes(default: int) -> int:

@@ -27,12 +27,19 @@ def second_order_term(g3, HESS_DIAG: tl.constexpr):
 
 
 @triton.jit
+def wide(x):
+    """x as int64, before it multiplies: a slab index times the slab stride (R N M elements)
+    passes 2^31 long before any single tensor dimension does, and int32 products wrap."""
+    return tl.cast(x, tl.int64)
+
+
+@triton.jit
 def slab_offsets(slab0, n_slabs, offs_n, N, offs_m, M, stride_r, stride_n, PAD: tl.constexpr):
     """Offsets and mask of a 3D tile [PAD, BN, BM] covering slabs slab0 .. slab0 + n_slabs - 1
     of a stacked [R, N, M] tensor (slab stride stride_r, row stride stride_n, unit columns)."""
     r = tl.arange(0, PAD)
-    offs = ((slab0 + r) * stride_r)[:, None, None] \
-        + (offs_n * stride_n)[None, :, None] + offs_m[None, None, :]
+    offs = (wide(slab0 + r) * stride_r)[:, None, None] \
+        + (wide(offs_n) * stride_n)[None, :, None] + offs_m[None, None, :]
     mask = (r < n_slabs)[:, None, None] & (offs_n < N)[None, :, None] \
         & (offs_m < M)[None, None, :]
     return offs, mask

@@ -15,6 +15,15 @@ from fastsiren.jet import JetLayout
 # read once, when the kernel modules are imported, not per call.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
+# Options every launch passes to the compiler, so that no default decides for us.
+# enable_fp_fusion: a * b + c as one FMA (one rounding), what the kernels were validated with;
+# Triton 3.9 warns that its default flips to no fusion in 3.10.
+COMPILE_OPTIONS = {"enable_fp_fusion": True}
+
+# The offline compile check (compile_check.py) replays the launchers on meta tensors, recording
+# the launches instead of running them; only while it does, the meta device is accepted.
+ALLOW_META = False
+
 # FASTSIREN_POISON=1 fills every fresh kernel output with NaN, so a tile a kernel forgot to
 # write fails a comparison loudly instead of passing with stale memory (tests set it).
 POISON_ENV = "FASTSIREN_POISON"
@@ -83,6 +92,48 @@ def configs(gpu: list[triton.Config], interpret: triton.Config) -> list[triton.C
     return [interpret] if INTERPRET else gpu
 
 
+# How tl.dot runs decides what a tile costs in registers, so configs are pruned per register
+# class; the sm90 compile tier (compile_check.py) proves that every kept config has no spills.
+#   "tf32"    fp32 storage, one TF32 tensor-core pass
+#   "half"    bf16 / fp16 storage on the tensor cores
+#   "tf32x3"  three TF32 passes on split operands: more operand registers than "tf32"
+#   "ieee"    fp32 FMAs on the CUDA cores: the operand tiles live in registers
+#   "fp64"    fp64 accumulators and operands: two registers per value
+REGISTER_CLASSES = ("tf32", "half", "tf32x3", "ieee", "fp64")
+ANY_CLASS = frozenset(REGISTER_CLASSES)
+NOT_FP64 = ANY_CLASS - {"fp64"}
+
+
+def register_class(named_args: dict, constexprs: dict) -> str:
+    """The register class of a launch, from its first tensor's dtype and INPUT_PRECISION."""
+    dtype = next(v.dtype for v in named_args.values() if isinstance(v, torch.Tensor))
+    if dtype == torch.float64:
+        return "fp64"
+    if dtype in (torch.float16, torch.bfloat16):
+        return "half"
+    return constexprs.get("INPUT_PRECISION", "ieee")
+
+
+def prune_by_class(table: list[tuple[triton.Config, frozenset[str]]]):
+    """An autotune prune keeping the configs of ``table`` allowed for the launch's register
+    class (kernels without tl.dot: fp32 is "ieee")."""
+    allowed = {config_tag(cfg): classes for cfg, classes in table}
+
+    def prune(candidates, named_args, **constexprs):
+        cls = register_class(named_args, constexprs)
+        kept = [c for c in candidates if cls in allowed[config_tag(c)]]
+        if not kept:
+            raise RuntimeError(f"no config allowed for register class {cls!r}")
+        return kept
+    return prune
+
+
+def config_tag(cfg: triton.Config) -> str:
+    """A config's tiles, warps and stages, e.g. "64x64x32 w4 s3"."""
+    tiles = "x".join(str(v) for v in cfg.kwargs.values())
+    return f"{tiles} w{cfg.num_warps} s{cfg.num_stages}"
+
+
 def _target_programs(device: torch.device) -> int:
     """How many programs keep the device busy, for splitting reductions over points."""
     if device.type == "cuda":
@@ -96,8 +147,9 @@ def n_splits(rows: int, tiles: int, device: torch.device) -> int:
     return max(1, min(want, rows // MIN_ROWS_PER_SPLIT))
 
 
-def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | None = None):
-    """Validate rank, dtype and device; return ``t`` made contiguous."""
+def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | None = None,
+                 contiguous: bool = True):
+    """Validate rank, dtype and device; return ``t`` made contiguous (or as is)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != dims:
@@ -111,12 +163,12 @@ def check_tensor(t: torch.Tensor, name: str, dims: int, like: torch.Tensor | Non
             raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype}")
         if t.device != like.device:
             raise RuntimeError(f"{name} is on {t.device}, expected {like.device}")
-    if t.device.type != "cuda" and not INTERPRET:
+    if t.device.type != "cuda" and not INTERPRET and not (ALLOW_META and t.device.type == "meta"):
         raise RuntimeError(
             f"{name} is on {t.device}: the Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 "
             "set before importing fastsiren to run them on the CPU"
         )
-    return t.contiguous()
+    return t.contiguous() if contiguous else t
 
 
 def row_strided(t: torch.Tensor) -> torch.Tensor:
@@ -152,7 +204,7 @@ def check_value(t, name, shape, like):
     """A [B, N, M] tensor that may be a strided view (s: the next layer's value slab)."""
     if t is None:
         raise ValueError(f"{name} is required at this jet order")
-    check_tensor(t, name, 3, like)
+    check_tensor(t, name, 3, like, contiguous=False)
     check_shape(t, name, shape)
     return row_strided(t)
 
@@ -161,3 +213,25 @@ def slab_counts(layout: JetLayout) -> dict:
     """The slab-count constexprs of the stacked-jet kernels."""
     return dict(D=layout.n_grad, N_LAP=layout.n_lap, D_PAD=pow2(layout.n_grad),
                 L_PAD=pow2(layout.n_lap))
+
+
+def _squeeze_interpreter_index() -> None:
+    """Triton 3.6's interpreter turns a scalar argument used as a loop bound into an int with
+    ``int()`` of a one-element array, which numpy >= 2.4 rejects (later Triton squeezes it
+    first): do as later Triton does. Only under the interpreter, only where that code is."""
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "squeezes_index", False):
+        return
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.squeezes_index = True
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if INTERPRET and tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 7):
+    _squeeze_interpreter_index()

@@ -18,9 +18,12 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import sincos
+from fastsiren.kernels._jit_helpers import sincos, wide
 from fastsiren.kernels._launch import (
+    ANY_CLASS,
+    COMPILE_OPTIONS,
     FMA_MAX_K,
+    NOT_FP64,
     SPLIT_ALIGN,
     acc_dtype,
     acc_torch_dtype,
@@ -34,6 +37,7 @@ from fastsiren.kernels._launch import (
     n_splits,
     new_empty,
     pow2,
+    prune_by_class,
     size_bucket,
 )
 from fastsiren.kernels.matmul import matmul
@@ -44,28 +48,27 @@ from fastsiren.jet import JetLayout
 __all__ = ["first_layer_bwd", "first_layer_fwd", "first_layer_preact"]
 
 
-_FIRST_FWD_CONFIGS = configs(
-    [
-        config({"BLOCK_N": 64, "BLOCK_M": 64, "BLOCK_K": 32}, 4),
-        config({"BLOCK_N": 128, "BLOCK_M": 64, "BLOCK_K": 32}, 4),
-        config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}, 8),
-    ],
-    config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}),
-)
+# fp64 calls libdevice's sin and cos, whose ABI saves registers: larger tiles spill 1-22 KB.
+_FIRST_FWD_TABLE = [
+    (config({"BLOCK_N": 32, "BLOCK_M": 64, "BLOCK_K": 32}, 4), NOT_FP64),
+    (config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}, 8), NOT_FP64),
+    (config({"BLOCK_N": 16, "BLOCK_M": 64, "BLOCK_K": 32}, 4), frozenset({"fp64"})),
+]
+_FIRST_FWD_CONFIGS = configs([cfg for cfg, _ in _FIRST_FWD_TABLE],
+                             config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}))
+# fp64 spills 5.7 KB at 64x128 with 8 warps.
+_FIRST_BWD_TABLE = [
+    (config({"BLOCK_N": 32, "BLOCK_M": 64}, 4), ANY_CLASS),
+    (config({"BLOCK_N": 64, "BLOCK_M": 128}, 8), NOT_FP64),
+]
+_FIRST_BWD_CONFIGS = configs([cfg for cfg, _ in _FIRST_BWD_TABLE],
+                             config({"BLOCK_N": 64, "BLOCK_M": 128}))
 
 
-_FIRST_BWD_CONFIGS = configs(
-    [
-        config({"BLOCK_N": 32, "BLOCK_M": 64}, 4),
-        config({"BLOCK_N": 64, "BLOCK_M": 64}, 4),
-        config({"BLOCK_N": 32, "BLOCK_M": 128}, 4),
-        config({"BLOCK_N": 64, "BLOCK_M": 128}, 8),
-    ],
-    config({"BLOCK_N": 64, "BLOCK_M": 128}),
-)
-
-
-@triton.autotune(configs=_FIRST_FWD_CONFIGS, key=["M", "K", "n_bucket"])
+@triton.autotune(configs=_FIRST_FWD_CONFIGS,
+                 key=["M", "K", "n_bucket", "ORDER", "HESS_DIAG", "HAS_BIAS", "PREACT_ONLY",
+                      "KEEP_COS", "INPUT_PRECISION"],
+                 prune_configs_by={"early_config_prune": prune_by_class(_FIRST_FWD_TABLE)})
 @triton.jit(do_not_specialize=["N"])
 def _first_layer_fwd_kernel(
     # pointers
@@ -127,7 +130,8 @@ def _first_layer_fwd_kernel(
                         mask=mask_n[:, None] & mask_k[None, :], other=0.0)
             wt = tl.load(w_ptr + offs_m[None, :] * stride_wm + kk[:, None],
                          mask=mask_k[:, None] & mask_m[None, :], other=0.0)
-            acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION)
+            acc = tl.dot(a, wt, acc, input_precision=INPUT_PRECISION,
+                         out_dtype=ACC_DTYPE)
     else:
         for k in range(0, K):
             xk = tl.load(x_ptr + offs_n * stride_xn + k, mask=mask_n, other=0.0)
@@ -156,22 +160,24 @@ def _first_layer_fwd_kernel(
             for i in range(0, K):
                 g = omega * tl.load(w_ptr + offs_m * stride_wm + i, mask=mask_m,
                                     other=0.0).to(ACC_DTYPE)
-                tl.store(out_ptr + (1 + i) * stride_or + offs_o,
+                tl.store(out_ptr + wide(1 + i) * stride_or + offs_o,
                          (c * g[None, :]).to(out_ptr.dtype.element_ty), mask=mask_0)
                 if ORDER == 2:
                     if HESS_DIAG:
-                        tl.store(out_ptr + (1 + K + i) * stride_or + offs_o,
+                        tl.store(out_ptr + wide(1 + K + i) * stride_or + offs_o,
                                  (-s * (g * g)[None, :]).to(out_ptr.dtype.element_ty),
                                  mask=mask_0)
                     else:
                         sumsq += g * g
             if ORDER == 2:
                 if not HESS_DIAG:
-                    tl.store(out_ptr + (1 + K) * stride_or + offs_o,
+                    tl.store(out_ptr + wide(1 + K) * stride_or + offs_o,
                              (-s * sumsq[None, :]).to(out_ptr.dtype.element_ty), mask=mask_0)
 
 
-@triton.autotune(configs=_FIRST_BWD_CONFIGS, key=["M", "K", "n_bucket"])
+@triton.autotune(configs=_FIRST_BWD_CONFIGS,
+                 key=["M", "K", "n_bucket", "ORDER", "HESS_DIAG", "REDUCE_X", "STORE_UBAR"],
+                 prune_configs_by={"early_config_prune": prune_by_class(_FIRST_BWD_TABLE)})
 @triton.jit(do_not_specialize=["N", "chunk_points"])
 def _first_layer_bwd_kernel(
     # pointers
@@ -254,17 +260,17 @@ def _first_layer_bwd_kernel(
             for i in range(0, K):
                 g = omega * tl.load(w_ptr + offs_m * stride_wm + i, mask=mask_m,
                                     other=0.0).to(ACC_DTYPE)
-                oj = tl.load(go_ptr + (1 + i) * stride_gr + offs_go, mask=mask_0,
+                oj = tl.load(go_ptr + wide(1 + i) * stride_gr + offs_go, mask=mask_0,
                              other=0.0).to(ACC_DTYPE)
                 gu -= s * oj * g[None, :]
                 if ORDER == 2:
                     if HESS_DIAG:
-                        ol = tl.load(go_ptr + (1 + K + i) * stride_gr + offs_go, mask=mask_0,
+                        ol = tl.load(go_ptr + wide(1 + K + i) * stride_gr + offs_go, mask=mask_0,
                                      other=0.0).to(ACC_DTYPE)
                         gu -= c * ol * (g * g)[None, :]
             if ORDER == 2:
                 if not HESS_DIAG:
-                    ol = tl.load(go_ptr + (1 + K) * stride_gr + offs_go, mask=mask_0,
+                    ol = tl.load(go_ptr + wide(1 + K) * stride_gr + offs_go, mask=mask_0,
                                  other=0.0).to(ACC_DTYPE)
                     gu -= c * ol * sumsq[None, :]
         if STORE_UBAR:
@@ -280,17 +286,17 @@ def _first_layer_bwd_kernel(
                     col += tl.sum(gu * xi[:, None], axis=0)
                 if ORDER >= 1:
                     # ḡ_i = c J̄'_i - 2 s L̄' g_i, summed over points
-                    oj = tl.load(go_ptr + (1 + i) * stride_gr + offs_go, mask=mask_0,
+                    oj = tl.load(go_ptr + wide(1 + i) * stride_gr + offs_go, mask=mask_0,
                                  other=0.0).to(ACC_DTYPE)
                     q = c * oj
                     if ORDER == 2:
                         g = omega * tl.load(w_ptr + offs_m * stride_wm + i, mask=mask_m,
                                             other=0.0).to(ACC_DTYPE)
                         if HESS_DIAG:
-                            ol = tl.load(go_ptr + (1 + K + i) * stride_gr + offs_go,
+                            ol = tl.load(go_ptr + wide(1 + K + i) * stride_gr + offs_go,
                                          mask=mask_0, other=0.0).to(ACC_DTYPE)
                         else:
-                            ol = tl.load(go_ptr + (1 + K) * stride_gr + offs_go, mask=mask_0,
+                            ol = tl.load(go_ptr + wide(1 + K) * stride_gr + offs_go, mask=mask_0,
                                          other=0.0).to(ACC_DTYPE)
                         q -= 2.0 * s * ol * g[None, :]
                     col += tl.sum(q, axis=0)
@@ -315,6 +321,8 @@ def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
     if N == 0 or M == 0:
         return out, cos
 
+    use_dot = K > FMA_MAX_K
+
     def grid(meta):
         return (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"]), B)
 
@@ -328,9 +336,11 @@ def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
         cos.stride(0), cos.stride(1),
         ORDER=layout.order, HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None,
         PREACT_ONLY=preact_only, KEEP_COS=keep_cos or layout.order > 0,
-        USE_DOT=K > FMA_MAX_K,
+        USE_DOT=use_dot,
         ACC_DTYPE=acc_dtype(x.dtype),
-        INPUT_PRECISION=dot_precision(x.dtype, current_input_precision()),
+        # Only the tl.dot path reads the precision: the FMA path compiles once for every mode.
+        INPUT_PRECISION=dot_precision(x.dtype, current_input_precision()) if use_dot else "ieee",
+        **COMPILE_OPTIONS,
     )
     return out, cos
 
@@ -405,6 +415,7 @@ def first_layer_bwd(
         part.stride(0), part.stride(1),
         ORDER=layout.order, HESS_DIAG=layout.hessian_diag, REDUCE_X=reduce_x,
         STORE_UBAR=store_ubar, P_PAD=pow2(K + 1), ACC_DTYPE=acc_dtype(x.dtype),
+        **COMPILE_OPTIONS,
     )
     sums = part.sum(1)  # [B, K + 1, M]
     gw = sums[:, :K].transpose(1, 2).mul(omega)  # d loss / d W = omega d loss / d (omega W)

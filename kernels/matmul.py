@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 from fastsiren.kernels._launch import (
+    COMPILE_OPTIONS,
     SPLIT_ALIGN,
     acc_dtype,
     acc_torch_dtype,
@@ -21,6 +22,7 @@ from fastsiren.kernels._launch import (
     dot_precision,
     n_splits,
     new_empty,
+    prune_by_class,
     size_bucket,
 )
 from fastsiren.kernels.precision import current_input_precision
@@ -28,19 +30,26 @@ from fastsiren.kernels.precision import current_input_precision
 __all__ = ["matmul"]
 
 
+# GPU candidate tiles and the register classes (see ``_launch.REGISTER_CLASSES``) each may run
+# in: the sm90 compile tier shows which compile without spills (triton 3.9, sm_90a: 128x32x64
+# spills 104-440 B in tf32; every 128-row tile spills 16-420 B in ieee, 64x64x32 with 3 stages
+# 8 B; fp64 spills 20 B at 32x64x32).
+_MATMUL_TABLE = [
+    (config({"BLOCK_P": 128, "BLOCK_T": 128, "BLOCK_Q": 32}, 8, 3), frozenset({"tf32", "half"})),
+    (config({"BLOCK_P": 64, "BLOCK_T": 128, "BLOCK_Q": 32}, 4, 3), frozenset({"tf32", "half"})),
+    (config({"BLOCK_P": 64, "BLOCK_T": 64, "BLOCK_Q": 32}, 4, 2), frozenset({"ieee", "tf32x3"})),
+    (config({"BLOCK_P": 64, "BLOCK_T": 64, "BLOCK_Q": 64}, 4, 3), frozenset({"ieee"})),
+    (config({"BLOCK_P": 32, "BLOCK_T": 64, "BLOCK_Q": 16}, 4, 2), frozenset({"fp64"})),
+]
 _MATMUL_CONFIGS = configs(
-    [
-        config({"BLOCK_P": 128, "BLOCK_T": 128, "BLOCK_Q": 32}, 8, 3),
-        config({"BLOCK_P": 128, "BLOCK_T": 64, "BLOCK_Q": 32}, 4, 3),
-        config({"BLOCK_P": 64, "BLOCK_T": 128, "BLOCK_Q": 32}, 4, 3),
-        config({"BLOCK_P": 64, "BLOCK_T": 64, "BLOCK_Q": 64}, 4, 3),
-        config({"BLOCK_P": 128, "BLOCK_T": 32, "BLOCK_Q": 64}, 4, 3),
-    ],
+    [cfg for cfg, _ in _MATMUL_TABLE],
     config({"BLOCK_P": 128, "BLOCK_T": 128, "BLOCK_Q": 64}),
 )
 
 
-@triton.autotune(configs=_MATMUL_CONFIGS, key=["T", "p_bucket", "q_bucket"])
+@triton.autotune(configs=_MATMUL_CONFIGS,
+                 key=["T", "p_bucket", "q_bucket", "HAS_BIAS", "INPUT_PRECISION"],
+                 prune_configs_by={"early_config_prune": prune_by_class(_MATMUL_TABLE)})
 @triton.jit(do_not_specialize=["P", "Q", "q_per_split", "bias_rows"])
 def _matmul_kernel(
     # pointers
@@ -102,7 +111,8 @@ def _matmul_kernel(
                     mask=mask_p[:, None] & mask_q[None, :], other=0.0)
         b = tl.load(b_ptr + qq[:, None] * stride_bq + offs_t[None, :] * stride_bt,
                     mask=mask_q[:, None] & mask_t[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION,
+                     out_dtype=ACC_DTYPE)
     acc = acc * alpha
     if HAS_BIAS:
         bias = tl.load(bias_ptr + pid_b * stride_biasb + offs_t, mask=mask_t, other=0.0)
@@ -153,5 +163,6 @@ def matmul(
         HAS_BIAS=bias is not None,
         ACC_DTYPE=acc_dtype(a.dtype),
         INPUT_PRECISION=dot_precision(a.dtype, current_input_precision()),
+        **COMPILE_OPTIONS,
     )
     return c[0] if n_split == 1 else c.sum(0).to(dtype)

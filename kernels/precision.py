@@ -11,8 +11,10 @@ Resolution, first match wins:
 1. under ``TRITON_INTERPRET=1``: always "ieee" (the interpreter computes in numpy, exactly);
 2. an explicit override: ``set_input_precision(mode)`` or ``with input_precision(mode): ...``;
 3. the environment variable ``FASTSIREN_INPUT_PRECISION``;
-4. PyTorch's own switch: "tf32" when ``torch.backends.cuda.matmul.allow_tf32`` is True, else
-   "ieee" -- so fastsiren's GEMMs round like the eager matmuls they are compared with.
+4. PyTorch's own switch, so fastsiren's GEMMs round like the eager matmuls they are compared
+   with: "tf32" or "ieee" as ``torch.backends.cuda.matmul.fp32_precision`` says (then the
+   global ``torch.backends.fp32_precision``), else the legacy ``allow_tf32`` flag. The new API
+   is read first: once it has been used, torch >= 2.9 raises on reading the legacy flag.
 
 The override is process-wide, not thread- or context-local, on purpose: autograd runs CUDA
 backward passes on its own worker thread, which would not see a thread-local or ``contextvars``
@@ -76,4 +78,13 @@ def current_input_precision() -> str:
     env = os.environ.get(ENV_VAR, "")
     if env:
         return _check(env, f"${ENV_VAR}")
+    return _torch_matmul_precision()
+
+
+def _torch_matmul_precision() -> str:
+    """"tf32" or "ieee" from PyTorch's cuBLAS fp32 matmul setting (see the module docstring)."""
+    for setting in (torch.backends.cuda.matmul, torch.backends):
+        mode = getattr(setting, "fp32_precision", "none")
+        if mode in ("tf32", "ieee"):
+            return mode
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"

@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import second_order_term, sincos, slab_offsets
+from fastsiren.kernels._jit_helpers import second_order_term, sincos, slab_offsets, wide
 from fastsiren.kernels._launch import (
+    COMPILE_OPTIONS,
     acc_dtype,
     check_stack,
     check_weights,
@@ -32,6 +33,7 @@ from fastsiren.kernels._launch import (
     configs,
     dot_precision,
     new_empty,
+    register_class,
     size_bucket,
     slab_counts,
 )
@@ -46,36 +48,40 @@ __all__ = ["sine_layer_fwd", "sine_layer_preact"]
 # holds (1 + D_PAD + L_PAD) accumulators of BLOCK_N x BLOCK_M, so its tiles stay small.
 _SINE_FWD_CONFIGS = configs(
     [
+        config({"BLOCK_N": 16, "BLOCK_M": 32, "BLOCK_K": 32}, 4, 2),
         config({"BLOCK_N": 16, "BLOCK_M": 64, "BLOCK_K": 32}, 4, 2),
-        config({"BLOCK_N": 16, "BLOCK_M": 128, "BLOCK_K": 32}, 8, 2),
         config({"BLOCK_N": 32, "BLOCK_M": 64, "BLOCK_K": 32}, 4, 2),
-        config({"BLOCK_N": 64, "BLOCK_M": 64, "BLOCK_K": 32}, 4, 2),
         config({"BLOCK_N": 32, "BLOCK_M": 128, "BLOCK_K": 32}, 8, 2),
+        config({"BLOCK_N": 64, "BLOCK_M": 64, "BLOCK_K": 32}, 4, 2),
         config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}, 8, 2),
-        config({"BLOCK_N": 64, "BLOCK_M": 64, "BLOCK_K": 64}, 4, 3),
     ],
     config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}),
 )
 
 
-# Accumulator registers per thread the fused forward may use before a config is dropped
-# untimed: beyond ~128 fp32 values per thread the accumulators spill to local memory.
-MAX_ACC_PER_THREAD = 128
+# Accumulator values per thread, (1 + D_PAD + L_PAD) BLOCK_N BLOCK_M / (32 num_warps), that the
+# fused forward may hold per register class before a config is dropped untimed. From the sm90
+# compile tier (triton 3.9, sm_90a, d = 3): tf32 holds 144 (255 registers, no spill) and spills
+# at 192; bf16 holds 96; ieee and tf32x3 hold 48 and spill 48-592 B at 96; fp64 spills 12 B at 48.
+MAX_ACC_PER_THREAD = {"tf32": 144, "half": 96, "tf32x3": 48, "ieee": 48, "fp64": 24}
 
 
-def _prune_sine_fwd(candidates, named_args, **kwargs):
-    """Drop configs whose (1 + D_PAD + L_PAD) accumulator tiles would not fit in registers;
-    keep the smallest if none fits."""
-    slabs = 1 + kwargs.get("D_PAD", 1) + kwargs.get("L_PAD", 1)
+def _prune_sine_fwd(candidates, named_args, **constexprs):
+    """Drop configs whose accumulator tiles would not fit in registers for this launch's register
+    class; keep the smallest if none fits."""
+    slabs = 1 + constexprs.get("D_PAD", 1) + constexprs.get("L_PAD", 1)
+    budget = MAX_ACC_PER_THREAD[register_class(named_args, constexprs)]
 
     def per_thread(cfg):
         return slabs * cfg.kwargs["BLOCK_N"] * cfg.kwargs["BLOCK_M"] / (32 * cfg.num_warps)
 
-    fitting = [c for c in candidates if per_thread(c) <= MAX_ACC_PER_THREAD]
+    fitting = [c for c in candidates if per_thread(c) <= budget]
     return fitting or [min(candidates, key=per_thread)]
 
 
-@triton.autotune(configs=_SINE_FWD_CONFIGS, key=["M", "K", "n_bucket"],
+@triton.autotune(configs=_SINE_FWD_CONFIGS,
+                 key=["M", "K", "n_bucket", "D", "N_LAP", "HESS_DIAG", "HAS_BIAS", "PREACT_ONLY",
+                      "KEEP_COS", "INPUT_PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_sine_fwd})
 @triton.jit(do_not_specialize=["N"])
 def _sine_layer_fwd_kernel(
@@ -133,11 +139,11 @@ def _sine_layer_fwd_kernel(
     # Row r of a stacked operand tile is slab (first + r // BLOCK_N), point r % BLOCK_N.
     rg = tl.arange(0, D_PAD * BLOCK_N)
     ng = pid_n * BLOCK_N + rg % BLOCK_N
-    rows_g = (1 + rg // BLOCK_N) * stride_sr + ng * stride_sn
+    rows_g = wide(1 + rg // BLOCK_N) * stride_sr + ng * stride_sn
     mask_g = (rg // BLOCK_N < D) & (ng < N)
     rl = tl.arange(0, L_PAD * BLOCK_N)
     nl = pid_n * BLOCK_N + rl % BLOCK_N
-    rows_l = (1 + D + rl // BLOCK_N) * stride_sr + nl * stride_sn
+    rows_l = wide(1 + D + rl // BLOCK_N) * stride_sr + nl * stride_sn
     mask_l = (rl // BLOCK_N < N_LAP) & (nl < N)
 
     acc_u = tl.zeros((BLOCK_N, BLOCK_M), dtype=ACC_DTYPE)
@@ -151,15 +157,18 @@ def _sine_layer_fwd_kernel(
                      mask=mask_k[:, None] & mask_m[None, :], other=0.0)
         a = tl.load(s_ptr + offs_n[:, None] * stride_sn + kk[None, :],
                     mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        acc_u = tl.dot(a, wt, acc_u, input_precision=INPUT_PRECISION)
+        acc_u = tl.dot(a, wt, acc_u, input_precision=INPUT_PRECISION,
+                       out_dtype=ACC_DTYPE)
         if D > 0:
             a = tl.load(s_ptr + rows_g[:, None] + kk[None, :],
                         mask=mask_g[:, None] & mask_k[None, :], other=0.0)
-            acc_g = tl.dot(a, wt, acc_g, input_precision=INPUT_PRECISION)
+            acc_g = tl.dot(a, wt, acc_g, input_precision=INPUT_PRECISION,
+                           out_dtype=ACC_DTYPE)
         if N_LAP > 0:
             a = tl.load(s_ptr + rows_l[:, None] + kk[None, :],
                         mask=mask_l[:, None] & mask_k[None, :], other=0.0)
-            acc_l = tl.dot(a, wt, acc_l, input_precision=INPUT_PRECISION)
+            acc_l = tl.dot(a, wt, acc_l, input_precision=INPUT_PRECISION,
+                           out_dtype=ACC_DTYPE)
 
     u = acc_u * omega
     if HAS_BIAS:
@@ -219,6 +228,7 @@ def _sine_layer_launch(stack, w, b, omega, layout, preact_only, keep_cos=True):
         HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None, PREACT_ONLY=preact_only,
         KEEP_COS=keep_cos or layout.order > 0, ACC_DTYPE=acc_dtype(stack.dtype),
         INPUT_PRECISION=dot_precision(stack.dtype, current_input_precision()),
+        **COMPILE_OPTIONS,
     )
     return out, G
 

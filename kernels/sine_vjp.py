@@ -6,7 +6,9 @@ With s = sin u, c = cos u and the output cotangents (z̄', J̄'_i, L̄')::
     ḡ_i = c J̄'_i - 2 s L̄' g_i        ḡ_L = c L̄'
     W̄ = omega Ḡ^T S      b̄ = omega sum_n ū      S̄ = Ḡ (omega W)
 
-``_sine_layer_bwd_kernel``: the elementwise VJP, one pass over (grad_out, G, s) -> Ḡ; then
+``_sine_layer_bwd_kernel``: the elementwise VJP, one pass over (grad_out, G, s) -> Ḡ on 2-D
+[BLOCK_N, BLOCK_M] tiles, the d gradient slabs in a ``tl.static_range`` loop that accumulates
+sum_i J̄'_i g_i and sum_i g_i^2 as it goes (few live tiles: no spills); then
 S̄ = Ḡ (omega W) and W̄ = omega Ḡ^T S are two launches of the batched ``matmul`` over the
 stacked rows [R N] (W̄ split over the rows into fp32 partial buffers summed by torch:
 deterministic, no atomics). b̄ is a torch sum of Ḡ's slab 0. Fusing the VJP into the S̄ GEMM's
@@ -19,8 +21,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import second_order_term, slab_offsets
+from fastsiren.kernels._jit_helpers import wide
 from fastsiren.kernels._launch import (
+    ANY_CLASS,
+    COMPILE_OPTIONS,
+    NOT_FP64,
     acc_dtype,
     acc_torch_dtype,
     check_shape,
@@ -31,8 +36,8 @@ from fastsiren.kernels._launch import (
     config,
     configs,
     new_empty,
+    prune_by_class,
     size_bucket,
-    slab_counts,
 )
 from fastsiren.kernels.matmul import matmul
 
@@ -41,18 +46,21 @@ from fastsiren.jet import JetLayout
 __all__ = ["sine_layer_bwd"]
 
 
-_SINE_BWD_CONFIGS = configs(
-    [
-        config({"BLOCK_N": 32, "BLOCK_M": 64}, 4),
-        config({"BLOCK_N": 64, "BLOCK_M": 64}, 4),
-        config({"BLOCK_N": 32, "BLOCK_M": 128}, 4),
-        config({"BLOCK_N": 64, "BLOCK_M": 128}, 8),
-    ],
-    config({"BLOCK_N": 64, "BLOCK_M": 128}),
-)
+# 2-D tiles: the gradient and second-order slabs stream through a tl.static_range loop, so only
+# a few [BLOCK_N, BLOCK_M] tiles are live at once (the first version held every slab as one
+# [D_PAD, BLOCK_N, BLOCK_M] tensor and spilled 5.5 KB per thread in all but its smallest tile).
+# fp64 (two registers per value) spills 5.5 KB at 32x64; 16x64 holds it in 218 registers.
+_SINE_BWD_TABLE = [
+    (config({"BLOCK_N": 16, "BLOCK_M": 64}, 4), ANY_CLASS),
+    (config({"BLOCK_N": 32, "BLOCK_M": 32}, 4), NOT_FP64),
+    (config({"BLOCK_N": 32, "BLOCK_M": 64}, 4), NOT_FP64),
+]
+_SINE_BWD_CONFIGS = configs([cfg for cfg, _ in _SINE_BWD_TABLE],
+                            config({"BLOCK_N": 32, "BLOCK_M": 64}))
 
 
-@triton.autotune(configs=_SINE_BWD_CONFIGS, key=["M", "n_bucket"])
+@triton.autotune(configs=_SINE_BWD_CONFIGS, key=["M", "n_bucket", "D", "N_LAP", "HESS_DIAG"],
+                 prune_configs_by={"early_config_prune": prune_by_class(_SINE_BWD_TABLE)})
 @triton.jit(do_not_specialize=["N"])
 def _sine_layer_bwd_kernel(
     # pointers
@@ -71,10 +79,8 @@ def _sine_layer_bwd_kernel(
     stride_sb,
     stride_sn,
     # meta-parameters
-    D: tl.constexpr,
-    N_LAP: tl.constexpr,
-    D_PAD: tl.constexpr,
-    L_PAD: tl.constexpr,
+    D: tl.constexpr,  # gradient slabs (d, or 0 at order 0)
+    N_LAP: tl.constexpr,  # second-order slabs (0, 1, or d with HESS_DIAG)
     HESS_DIAG: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -86,35 +92,47 @@ def _sine_layer_bwd_kernel(
     go_ptr += pid_b * stride_b
     g_ptr += pid_b * stride_b
     gbar_ptr += pid_b * stride_b
+    stride_r = wide(stride_r)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_0 = (offs_n < N)[:, None] & (offs_m < M)[None, :]
-    offs_0 = offs_n[:, None] * stride_n + offs_m[None, :]
+    mask = (offs_n < N)[:, None] & (offs_m < M)[None, :]
+    offs = offs_n[:, None] * stride_n + offs_m[None, :]  # slab r of the jet: + r * stride_r
 
-    c = tl.load(g_ptr + offs_0, mask=mask_0, other=0.0).to(ACC_DTYPE)
-    gu = c * tl.load(go_ptr + offs_0, mask=mask_0, other=0.0).to(ACC_DTYPE)
+    c = tl.load(g_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
+    gu = c * tl.load(go_ptr + offs, mask=mask, other=0.0).to(ACC_DTYPE)
     if D > 0:
         s = tl.load(s_ptr + pid_b * stride_sb + offs_n[:, None] * stride_sn + offs_m[None, :],
-                    mask=mask_0, other=0.0).to(ACC_DTYPE)
-        offs3, mask3 = slab_offsets(1, D, offs_n, N, offs_m, M, stride_r, stride_n, D_PAD)
-        g3 = tl.load(g_ptr + offs3, mask=mask3, other=0.0).to(ACC_DTYPE)
-        oj3 = tl.load(go_ptr + offs3, mask=mask3, other=0.0).to(ACC_DTYPE)
-        gu -= s * tl.sum(oj3 * g3, axis=0)
-        gj_bar = c[None, :, :] * oj3
+                    mask=mask, other=0.0).to(ACC_DTYPE)
         if N_LAP > 0:
-            offsl, maskl = slab_offsets(1 + D, N_LAP, offs_n, N, offs_m, M, stride_r, stride_n,
-                                        L_PAD)
-            gl3 = tl.load(g_ptr + offsl, mask=maskl, other=0.0).to(ACC_DTYPE)
-            ol3 = tl.load(go_ptr + offsl, mask=maskl, other=0.0).to(ACC_DTYPE)
-            # curvature: s g_L + c sum_i g_i^2 (or per axis s g_Li + c g_i^2)
-            curv = s[None, :, :] * gl3 + c[None, :, :] * second_order_term(g3, HESS_DIAG)
-            gu -= tl.sum(ol3 * curv, axis=0)
-            gj_bar -= 2.0 * g3 * (s[None, :, :] * ol3)
-            tl.store(gbar_ptr + offsl, (c[None, :, :] * ol3).to(gbar_ptr.dtype.element_ty),
-                     mask=maskl)
-        tl.store(gbar_ptr + offs3, gj_bar.to(gbar_ptr.dtype.element_ty), mask=mask3)
-    tl.store(gbar_ptr + offs_0, gu.to(gbar_ptr.dtype.element_ty), mask=mask_0)
+            if not HESS_DIAG:  # one Laplacian slab shared by every axis
+                offs_l = offs + (1 + D) * stride_r
+                ol = tl.load(go_ptr + offs_l, mask=mask, other=0.0).to(ACC_DTYPE)
+                gl = tl.load(g_ptr + offs_l, mask=mask, other=0.0).to(ACC_DTYPE)
+                tl.store(gbar_ptr + offs_l, (c * ol).to(gbar_ptr.dtype.element_ty), mask=mask)
+                sumsq = tl.zeros((BLOCK_N, BLOCK_M), dtype=ACC_DTYPE)
+        for i in tl.static_range(D):
+            offs_i = offs + (1 + i) * stride_r
+            g = tl.load(g_ptr + offs_i, mask=mask, other=0.0).to(ACC_DTYPE)
+            oj = tl.load(go_ptr + offs_i, mask=mask, other=0.0).to(ACC_DTYPE)
+            gu -= s * oj * g
+            gj_bar = c * oj
+            if N_LAP > 0:
+                if HESS_DIAG:  # per axis: ū -= L̄'_i (s g_Li + c g_i^2), ḡ_Li = c L̄'_i
+                    offs_l = offs + (1 + D + i) * stride_r
+                    ol = tl.load(go_ptr + offs_l, mask=mask, other=0.0).to(ACC_DTYPE)
+                    gl = tl.load(g_ptr + offs_l, mask=mask, other=0.0).to(ACC_DTYPE)
+                    gu -= ol * (s * gl + c * g * g)
+                    tl.store(gbar_ptr + offs_l, (c * ol).to(gbar_ptr.dtype.element_ty),
+                             mask=mask)
+                else:
+                    sumsq += g * g
+                gj_bar -= 2.0 * g * (s * ol)
+            tl.store(gbar_ptr + offs_i, gj_bar.to(gbar_ptr.dtype.element_ty), mask=mask)
+        if N_LAP > 0:
+            if not HESS_DIAG:  # ū -= L̄' (s g_L + c sum_i g_i^2)
+                gu -= ol * (s * gl + c * sumsq)
+    tl.store(gbar_ptr + offs, gu.to(gbar_ptr.dtype.element_ty), mask=mask)
 
 
 def sine_layer_bwd(
@@ -149,8 +167,9 @@ def sine_layer_bwd(
             N, M, size_bucket(N),
             g_bar.stride(0), g_bar.stride(1), g_bar.stride(2),
             s.stride(0), s.stride(1),
-            **slab_counts(layout),
+            D=layout.n_grad, N_LAP=layout.n_lap,
             HESS_DIAG=layout.hessian_diag, ACC_DTYPE=acc_dtype(stack.dtype),
+            **COMPILE_OPTIONS,
         )
     rows_bar = g_bar.view(B, R * N, M)
     # W̄ = omega Ḡ^T S over all stacked rows: one reduction, split into fp32 partials.

@@ -12,9 +12,21 @@ from PIL import Image
 
 import fastsiren as fs
 from fastsiren.cli import main
+from fastsiren.errors import InputError
 from fastsiren.fit import load_checkpoint, save_checkpoint
 from fastsiren.tasks import FitContext
 from fastsiren.tasks.image import ImageSettings, ImageTask, pixel_grid
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny shapes run on one thread: a second adds only synchronisation (on a loaded 2-core
+    machine, tens of milliseconds per small matmul)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 TINY = ["--width", "16", "--depth", "1", "--device", "cpu", "--quiet"]
 
@@ -163,3 +175,31 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path, capsys, rgb_png):
     err = _error_line(capsys, ["fit", "image", "--resume", str(out), "--steps", "4", *TINY])
     assert "from task 'audio', not 'image'" in err
     assert (out / "checkpoint.pt").read_bytes() == before  # nothing written is lost
+
+
+def test_batch_fraction_samples_distinct_pixels_with_their_targets(rgb_png):
+    settings = ImageSettings(input=str(rgb_png), batch_fraction=0.25, keep_fraction=0.5,
+                             width=8).resolved(torch.device("cpu"))
+    task = ImageTask.create(settings, FitContext(torch.device("cpu")))
+    batch = task.sample(0, torch.Generator().manual_seed(0))
+    assert batch["coords"].shape == (30, 2)  # a quarter of the 120 kept pixels
+    kept = {tuple(c) for c in task.coords[task.train_index].tolist()}
+    rows = {tuple(c) for c in batch["coords"].tolist()}
+    assert len(rows) == 30 and rows <= kept
+    index = [task.coords.tolist().index(list(c)) for c in batch["coords"].tolist()]
+    torch.testing.assert_close(batch["target"], task.target[index])
+
+
+def test_mask_image_selects_the_fitted_pixels(rgb_png, tmp_path):
+    mask = np.zeros((12, 20), np.uint8)
+    mask[:, :5] = 255  # the first five columns
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    settings = ImageSettings(input=str(rgb_png), mask=str(tmp_path / "mask.png"),
+                             width=8).resolved(torch.device("cpu"))
+    task = ImageTask.create(settings, FitContext(torch.device("cpu")))
+    assert task.train_index.tolist() == [r * 20 + c for r in range(12) for c in range(5)]
+    Image.fromarray(mask[:6]).save(tmp_path / "small.png")
+    Image.fromarray(mask * 0).save(tmp_path / "black.png")
+    for bad, message in [("small.png", "6x20 pixels"), ("black.png", "no white pixels")]:
+        with pytest.raises(InputError, match=message):
+            fs.fit("image", rgb_png, out=tmp_path / "run", mask=str(tmp_path / bad))

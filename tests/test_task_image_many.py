@@ -19,6 +19,17 @@ import fastsiren as fs
 from fastsiren.errors import InputError
 from fastsiren.fit import BatchedSiren, load_checkpoint
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny shapes run on one thread: a second adds only synchronisation (on a loaded 2-core
+    machine, tens of milliseconds per small matmul)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 TINY = {"width": 12, "depth": 1, "lr": 3e-3, "device": "cpu", "progress": False}
 
 
@@ -103,3 +114,20 @@ def test_torchrun_two_processes_shard_the_folder(folder, tmp_path):
     single = fs.fit("image", folder / "im1.png", out=tmp_path / "one", steps=4, width=12,
                     depth=1, device="cpu", progress=False)
     assert rows["im1.png"] == pytest.approx(single.metrics["metrics"]["psnr"], abs=1e-3)
+
+
+@pytest.mark.interpret
+def test_the_loop_is_backend_agnostic(folder, tmp_path, device):
+    # The same fit on the Triton kernels (interpreted on the CPU, compiled on a GPU) and
+    # on the torch backend: the loop and the task never name a backend. fp32 kernels against
+    # fp32 torch ops over 3 Adam steps: agreement to rounding (Adam's first steps move each
+    # weight by about lr whatever the gradient's size, so compare to a fraction of lr).
+    common = {"steps": 3, "width": 8, "depth": 1, "lr": 1e-3, "device": device.type,
+              "progress": False}
+    image = folder / "im1.png"  # 9 x 7: the interpreter is slow
+    triton = fs.fit("image", image, out=tmp_path / "triton", backend="triton", **common)
+    torch_ = fs.fit("image", image, out=tmp_path / "torch", backend="torch", **common)
+    assert triton.metrics["backend"] == "triton"
+    for name, p in torch_.model.state_dict().items():
+        torch.testing.assert_close(triton.model.state_dict()[name], p, rtol=0, atol=1e-4,
+                                   msg=name)

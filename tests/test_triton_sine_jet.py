@@ -188,7 +188,7 @@ def test_sine_layer_ops(gen, shape, lay):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("out_features", [1, 2])
+@pytest.mark.parametrize("out_features", [1, 2, 20])  # 20: more than FEW_OUTPUTS, a GEMM
 @pytest.mark.parametrize("shape", OP_SHAPES)
 def test_linear_layer_ops(gen, shape, out_features):
     B, N, d, K, _ = shape
@@ -357,6 +357,39 @@ def test_precision_knob(monkeypatch):
         set_input_precision(None)
 
 
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"),
+                    reason="torch < 2.9 has no fp32_precision API")
+def test_precision_knob_reads_the_new_torch_api(monkeypatch):
+    """Once torch's fp32_precision API is used, reading the legacy allow_tf32 flag raises
+    ("mix of the legacy and new APIs"): the knob must follow the new API without touching it."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    set_input_precision(None)
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    try:
+        for mode in ("tf32", "ieee"):
+            matmul.fp32_precision = mode
+            assert precision.current_input_precision() == mode
+    finally:
+        matmul.fp32_precision = saved
+
+
+@pytest.mark.interpret
+def test_launches_pin_compile_options():
+    """Every kernel launch of the dispatch matrix passes the compile options explicitly (FP
+    fusion: Triton 3.10 flips its default), and every kernel is launched somewhere."""
+    from fastsiren.kernels import _launch, compile_check
+
+    launches = compile_check.record_launches()
+    assert {ln.kernel for ln in launches} == {
+        v.base_fn.__name__ for fam in compile_check.FAMILIES for v in vars(fam).values()
+        if isinstance(v, compile_check.Autotuner)}
+    for ln in launches:
+        for option, value in _launch.COMPILE_OPTIONS.items():
+            assert ln.kwargs.get(option) == value, f"{ln.kernel} ({ln.label}) misses {option}"
+
+
 @pytest.mark.interpret
 def test_bad_inputs_raise(gen):
     layout = JetLayout(1, 2)
@@ -455,9 +488,10 @@ def test_gpu_precision(gen, case, dtype, mode, torch_tf32, factor):
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_gpu_int64_offsets(gen):
-    """A stacked jet of more than 2^31 elements: pointer offsets must be 64-bit."""
+    """One network's stacked jet past 2^31 elements (B = 1: the batch offset, already int64,
+    cannot hide it): slab offsets reach 3 N M = 1.5 * 2^31, the int32 wrap point."""
     layout = JetLayout(2, 2)
-    B, N, K, M = 2, 1 << 20, 64, 256  # out: 2 * 4 * 2^20 * 256 = 2^31 elements (bf16: 4 GiB)
+    B, N, K, M = 1, 1 << 21, 64, 256  # out: 4 * 2^21 * 256 = 2^31 elements (bf16: 4 GiB)
     stack = _rand(gen, B, layout.rows, N, K, dtype=torch.float32).to(torch.bfloat16)
     w = _rand(gen, B, M, K, dtype=torch.float32, scale=0.05).to(torch.bfloat16)
     out, _ = triton_ops.sine_layer_fwd(stack, w, None, 30.0, layout)

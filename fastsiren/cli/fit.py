@@ -108,8 +108,9 @@ def _fit(args: argparse.Namespace) -> int:
     try:
         result = fit(task, inputs or None, out=resume or out, resume=resume is not None,
                      progress=not quiet, **settings)
-    except FitInterrupted as exc:
-        print(f"fastsiren fit {task}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # FitInterrupted (a checkpoint was written) or earlier
+        reason = str(exc) if isinstance(exc, FitInterrupted) else "interrupted"
+        print(f"fastsiren fit {task}: {reason}", file=sys.stderr)
         return 130
     except FloatingPointError as exc:
         print(f"fastsiren fit {task}: error: {exc}", file=sys.stderr)

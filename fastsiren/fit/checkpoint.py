@@ -10,6 +10,8 @@ weights_only=True)`` reads it without running pickled code::
     model           the model's state_dict; optimizer: Adam's state_dict
     rng             {"generator": sampling generator state, "torch": CPU RNG, "cuda": CUDA RNG}
     train_seconds   time spent in steps so far; points: coordinates evaluated so far
+    sharded         whether the process fitted its own shard of the items (torchrun), with its
+                    rank and world_size: each shard resumes from its own checkpoint
 
 It is written to a temporary file in the same folder and renamed over the old one, so a crash
 or Ctrl-C during the write leaves the previous checkpoint intact.

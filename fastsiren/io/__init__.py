@@ -5,5 +5,16 @@ message naming the file and what was expected; writers create parent folders.
 """
 
 from .image import IMAGE_SUFFIXES, list_images, read_image, write_image
+from .mesh import MESH_SUFFIXES, read_mesh
+from .pointcloud import (
+    POINT_CLOUD_SUFFIXES,
+    Normalization,
+    OrientedPoints,
+    read_oriented_points,
+)
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "read_image", "write_image"]
+__all__ = [
+    "IMAGE_SUFFIXES", "list_images", "read_image", "write_image",
+    "MESH_SUFFIXES", "read_mesh",
+    "POINT_CLOUD_SUFFIXES", "Normalization", "OrientedPoints", "read_oriented_points",
+]

@@ -15,6 +15,14 @@ __all__ = ["TASKS", "FitContext", "FitSettings", "Task", "get_task", "setting"]
 
 TASKS: dict[str, str] = {
     "image": "fastsiren.tasks.image:ImageTask",
+    "audio": "fastsiren.tasks.audio:AudioTask",
+    "video": "fastsiren.tasks.video:VideoTask",
+    "poisson": "fastsiren.tasks.poisson:PoissonTask",
+    "sdf": "fastsiren.tasks.sdf:SdfTask",
+    "occupancy": "fastsiren.tasks.occupancy:OccupancyTask",
+    "helmholtz": "fastsiren.tasks.helmholtz:HelmholtzTask",
+    "wave": "fastsiren.tasks.wave:WaveTask",
+    "hypernet": "fastsiren.tasks.hypernet:HypernetTask",
 }
 
 

@@ -7,8 +7,11 @@ from [0, 1] to [-1, 1] (the official ``Normalize(0.5, 0.5)``).
 
 Loss: the mean squared error of the value (order-0 jet) over all pixels, or over a random
 ``batch_fraction`` of them per step. ``keep_fraction < 1`` fits only a fixed random subset of
-the pixels (inpainting, as the official ``train_img_inpainting.py``) and reports the PSNR of the
-held-back pixels as well. PSNR is measured on [0, 1] with the reconstruction clipped to it.
+the pixels, ``mask`` the white pixels of a mask image (inpainting, as the official
+``train_img_inpainting.py`` with its ``sparsity`` or ``mask_path``; the official loss averages
+the masked error over all pixels, this one over the fitted pixels: a constant factor Adam
+is almost insensitive to), and reports the PSNR of the held-back pixels as well. PSNR is
+measured on [0, 1] with the reconstruction clipped to it.
 
 Outputs: ``target.png`` (what was fitted), ``reconstruction.png``, ``gradient.png`` (|∇f| over
 all channels) and ``laplacian.png`` (Δf, mean over channels, mid-grey = 0) from the order-2 jet
@@ -76,6 +79,10 @@ class ImageSettings(FitSettings):
     keep_fraction: float = setting(
         1.0, "fit only this random fraction of the pixels (inpainting); PSNR is also reported "
         "on the pixels held back", positive=True, high=1.0)
+    mask: str | None = setting(
+        None, "fit only the pixels where this image is white (> 0.5), as the official "
+        "--mask_path; the others are held back and scored apart (replaces --keep-fraction)",
+        metavar="PNG")
     batch_fraction: float = setting(
         1.0, "fraction of the (kept) pixels sampled each step", positive=True, high=1.0)
     render_size: tuple[int, int] | None = setting(
@@ -180,8 +187,7 @@ class ImageTask(Task):
         self.pixels = pixels  # [H, W, C] in [0, 1], for the outputs
         self.coords = pixel_grid(height, width, device=self.device)
         self.target = torch.from_numpy(pixels).reshape(-1, channels).to(self.device) * 2 - 1
-        self.train_index = kept_pixels(height * width, settings.keep_fraction, settings.seed,
-                                       self.device)
+        self.train_index = fitted_pixels(settings, self.shape, self.device)
         self.train_batch = (
             {"coords": self.coords, "target": self.target} if self.train_index is None
             else {"coords": self.coords[self.train_index],
@@ -229,6 +235,7 @@ class ImageTask(Task):
             "coordinates": "(row, col), each linspace(-1, 1), row-major",
             "values": "pixel * 2 - 1 (pixels in [0, 1])",
             "pixels_fitted": int(self.train_batch["coords"].shape[0]),
+            "mask": self.settings.mask,
         }
 
 
@@ -259,13 +266,25 @@ def load_pixels(path: Path, max_size: int | None) -> np.ndarray:
     return pixels
 
 
-def kept_pixels(n: int, keep_fraction: float, seed: int, device) -> torch.Tensor | None:
-    """Indices of the pixels fitted when only ``keep_fraction`` of them are (a fixed random
-    subset drawn from ``seed``), or None for all."""
-    if keep_fraction >= 1.0:
+def fitted_pixels(settings: ImageSettings, shape: tuple[int, int], device
+                  ) -> torch.Tensor | None:
+    """Indices (row-major) of the pixels fitted, or None for all: the white pixels of
+    ``settings.mask`` (read and shrunk as the image, so it must have the image's size), else a
+    fixed random ``keep_fraction`` of them drawn from the seed."""
+    n = shape[0] * shape[1]
+    if settings.mask is not None:
+        mask = read_image(settings.mask, settings.max_size or None).mean(-1) > 0.5
+        if mask.shape != tuple(shape):
+            raise InputError(f"--mask {settings.mask}: {mask.shape[0]}x{mask.shape[1]} pixels "
+                             f"(after --max-size), the image {shape[0]}x{shape[1]}; expected "
+                             "one size")
+        if not mask.any():
+            raise InputError(f"--mask {settings.mask}: no white pixels, nothing to fit")
+        return torch.from_numpy(np.flatnonzero(mask.reshape(-1))).to(device)
+    if settings.keep_fraction >= 1.0:
         return None
-    generator = torch.Generator().manual_seed(seed)
-    keep = max(1, round(n * keep_fraction))
+    generator = torch.Generator().manual_seed(settings.seed)
+    keep = max(1, round(n * settings.keep_fraction))
     return torch.randperm(n, generator=generator)[:keep].sort().values.to(device)
 
 

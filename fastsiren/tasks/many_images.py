@@ -37,8 +37,8 @@ from .image import (
     EVAL_CHUNK,
     ImageSettings,
     evaluate_on_grid,
+    fitted_pixels,
     image_metrics,
-    kept_pixels,
     load_pixels,
     pixel_grid,
     render_grid,
@@ -51,12 +51,11 @@ __all__ = ["ManyImagesTask"]
 class _Image:
     """One image of the batch: what the single-image writers need."""
 
-    def __init__(self, path: Path, pixels: np.ndarray, settings: ImageSettings, seed: int,
-                 device):
+    def __init__(self, path: Path, pixels: np.ndarray, settings: ImageSettings, device):
         self.path, self.pixels = path, pixels
         self.shape = pixels.shape[:2]
         self.n_points = self.shape[0] * self.shape[1]
-        self.train_index = kept_pixels(self.n_points, settings.keep_fraction, seed, device)
+        self.train_index = fitted_pixels(settings, self.shape, device)
 
 
 class ManyImagesTask(Task):
@@ -77,7 +76,7 @@ class ManyImagesTask(Task):
         arrays = [load_pixels(path, settings.max_size) for path in files]
         channels = max(a.shape[2] for a in arrays)
         arrays = [np.repeat(a, channels, 2) if a.shape[2] < channels else a for a in arrays]
-        self.images = [_Image(path, a, settings, settings.seed, self.device)
+        self.images = [_Image(path, a, settings, self.device)
                        for path, a in zip(files, arrays)]
         self.in_features, self.out_features = 2, channels
         n_max = max(im.n_points for im in self.images)
