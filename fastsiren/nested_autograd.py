@@ -27,8 +27,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from fastsiren.jet import JetLayout
+
+
+def _stacked(slabs: list[torch.Tensor]) -> torch.Tensor:
+    """Slabs [B, r, N, M] joined along dim 1; a single slab (order 0) is used as it is."""
+    return slabs[0] if len(slabs) == 1 else torch.cat(slabs, 1)
 
 
 def jet_stack(
@@ -55,7 +61,7 @@ def jet_stack(
         g2 = (g * g).unsqueeze(2)  # [B, d, 1, M]
         second = g2 if layout.hessian_diag else g2.sum(1, keepdim=True)
         slabs.append(-s.unsqueeze(1) * second)
-    stack = torch.cat(slabs, 1)
+    stack = _stacked(slabs)
 
     for l in range(1, n_layers):
         w, b, omega = weights[l], biases[l], omegas[l]
@@ -63,7 +69,8 @@ def jet_stack(
             out = stack @ w.transpose(1, 2).unsqueeze(1)
             if b is None:
                 return out
-            return torch.cat([out[:, :1] + b[:, None, None, :], out[:, 1:]], 1)
+            # b shifts the value slab only: add it padded with zeros over the other slabs.
+            return out + F.pad(b[:, None, None, :], (0, 0, 0, 0, 0, out.shape[1] - 1))
         G = stack @ (omega * w).transpose(1, 2).unsqueeze(1)  # [B, R, N, M]
         u = G[:, 0] if b is None else G[:, 0] + (omega * b).unsqueeze(1)
         s, c = torch.sin(u).unsqueeze(1), torch.cos(u).unsqueeze(1)
@@ -75,7 +82,7 @@ def jet_stack(
             gl = G[:, layout.lap_slice]
             curvature = gj * gj if layout.hessian_diag else (gj * gj).sum(1, keepdim=True)
             slabs.append(c * gl - s * curvature)
-        stack = torch.cat(slabs, 1)
+        stack = _stacked(slabs)
     return stack
 
 
