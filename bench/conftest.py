@@ -5,7 +5,9 @@
     pytest bench/ --benchmark-disable                   # one verified call each: a smoke check
 
 Files named ``bench_*.py`` are collected here (pytest's default pattern is ``test_*.py``), so the
-benchmarks mirror the module names of what they measure.
+benchmarks mirror the module names of what they measure. The ``measure_*.py`` and ``fit_*.py``
+scripts beside them are standalone measurements (each one's docstring says how to run it), not
+collected here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Time nested autograd through ``fs.Siren`` against the same code on the reference SIREN.
 
-    python scripts/time_nested_autograd.py [--n 8192] [--widths 256 64] [--repeats 7]
+    python bench/measure_nested_autograd.py [--n 8192] [--widths 256 64] [--repeats 7]
 
 Each training step is the official scripts' way: ``y = model(x)``, derivatives by
 ``fastsiren.reference.diff_operators`` (autograd with ``create_graph=True``), a loss on them,

@@ -1,6 +1,6 @@
 """Hypernetwork measurements: the batched call against a per-image loop, and the two head types.
 
-    python bench/bench_hypernet.py [--device cpu|cuda] [--batch 16] [--json out.json]
+    python bench/measure_hypernet.py [--device cpu|cuda] [--batch 16] [--json out.json]
 
 1. The B predicted SIRENs (2 -> 256x3 -> 3 on a 32x32 grid) as ONE ``siren_jet`` call with
    W [B, M, K] against B calls with one image's weights each, forward + backward to the

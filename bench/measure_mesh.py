@@ -1,8 +1,8 @@
 """Meshing cost: dense and coarse-to-fine marching cubes of a SIREN SDF, time and peak memory.
 
-    python bench/bench_mesh.py --run RUN_DIR            a `fastsiren fit sdf` run
-    python bench/bench_mesh.py --weights state.pt       a 3->256x3->1 Siren state_dict (SDF)
-    python bench/bench_mesh.py --sphere                 the exact SDF of a sphere (r = 0.6)
+    python bench/measure_mesh.py --run RUN_DIR            a `fastsiren fit sdf` run
+    python bench/measure_mesh.py --weights state.pt       a 3->256x3->1 Siren state_dict (SDF)
+    python bench/measure_mesh.py --sphere                 the exact SDF of a sphere (r = 0.6)
         [--case dense:512 --case c2f:512 --case plan:1024 --case rate:262144]
         [--compare dense:512,c2f:512] [--out bench/results/mesh]
 

@@ -13,7 +13,7 @@ The two residuals are checked to agree before timing. Prints the median wall tim
 spread, the peak memory of one step (CUDA allocator statistics, or the CPU profiler's allocation
 timeline) and the machine line; ``--json`` writes them.
 
-    python bench/bench_helmholtz_step.py [--n 52900] [--width 256] [--device cpu|cuda]
+    python bench/measure_helmholtz_step.py [--n 52900] [--width 256] [--device cpu|cuda]
 """
 
 from __future__ import annotations
