@@ -176,10 +176,6 @@ def _load_ops(name: str) -> JetOps | Exception:
     return module
 
 
-def _triton_ops() -> JetOps | Exception:  # the former private name, kept for one merge
-    return _load_ops("triton")
-
-
 def _contract_members() -> list[str]:
     return sorted(n for n, v in vars(JetOps).items() if callable(v) and not n.startswith("_"))
 

@@ -100,7 +100,6 @@ class Siren(nn.Module):
             omegas.append(layer.omega_0 if isinstance(layer, SineLayer) else 1.0)
         return weights, biases, omegas
 
-    parameters_by_layer = layer_parameters  # the former name, kept for one merge
 
 
 def siren_forward(

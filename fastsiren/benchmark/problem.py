@@ -32,11 +32,11 @@ class Problem:
             lead = (case.batch, case.n) if self.spec.batched else (case.n,)
             x = torch.rand(*lead, d, generator=gen) * 2 - 1
             target = torch.randn(*lead, OUT_FEATURES, generator=gen)
-        self.omegas = tuple(nets[0].parameters_by_layer()[2])
+        self.omegas = tuple(nets[0].layer_parameters()[2])
         train = self.spec.train
         if self.spec.batched:
             self.model = None
-            per_net = [net.parameters_by_layer() for net in nets]
+            per_net = [net.layer_parameters() for net in nets]
             n_layers = len(self.omegas)
             self.weights = [
                 torch.stack([p[0][l].detach() for p in per_net]).to(device, dtype)
@@ -49,7 +49,7 @@ class Problem:
         else:
             self.model = nets[0].to(device, dtype)
             self.model.requires_grad_(train)
-            self.weights, self.biases, _ = self.model.parameters_by_layer()
+            self.weights, self.biases, _ = self.model.layer_parameters()
         self.x = x.to(device, dtype)
         # Laplacians of a width-W SIREN are O(omega^2); scale the target so the loss is not
         # dominated by it (the timing does not care, the gradient check's conditioning does).
