@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import wide
+from fastsiren.kernels._jit_helpers import row_major_tile, wide
 from fastsiren.kernels._launch import (
     ANY_CLASS,
     COMPILE_OPTIONS,
@@ -37,6 +37,7 @@ from fastsiren.kernels._launch import (
     configs,
     new_empty,
     prune_by_class,
+    row_major_programs,
     size_bucket,
 )
 from fastsiren.kernels.matmul import matmul
@@ -86,9 +87,8 @@ def _sine_layer_bwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
 ):
-    pid_n = tl.program_id(0).to(tl.int64)
-    pid_m = tl.program_id(1).to(tl.int64)
-    pid_b = tl.program_id(2).to(tl.int64)
+    pid_n, pid_m = row_major_tile(M, BLOCK_M)
+    pid_b = tl.program_id(1).to(tl.int64)
     go_ptr += pid_b * stride_b
     g_ptr += pid_b * stride_b
     gbar_ptr += pid_b * stride_b
@@ -160,7 +160,7 @@ def sine_layer_bwd(
     g_bar = new_empty(B, R, N, M, like=stack)
     if N > 0 and M > 0:
         def grid(meta):
-            return (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"]), B)
+            return (row_major_programs(N, meta["BLOCK_N"], M, meta["BLOCK_M"]), B)
 
         _sine_layer_bwd_kernel[grid](
             grad_out, G, s, g_bar,
