@@ -169,11 +169,10 @@ def _replay_network(d, width, order, hess, n, dtype, train):
     w0, b0 = _meta(1, width, d, dtype=dtype), _meta(1, width, dtype=dtype)
     wh, bh = _meta(1, width, width, dtype=dtype), _meta(1, width, dtype=dtype)
     wl, bl = _meta(1, 1, width, dtype=dtype), _meta(1, 1, dtype=dtype)
-    keep = train or order > 0
-    out, cos0 = first_layer.first_layer_fwd(x, w0, b0, 30.0, layout, keep_cos=keep)
+    out, cos0 = first_layer.first_layer_fwd(x, w0, b0, 30.0, layout, keep_cos=train)
     stack = out
     for _ in range(H - 1):
-        nxt, G = sine_layer.sine_layer_fwd(stack, wh, bh, 30.0, layout, keep_cos=keep)
+        nxt, G = sine_layer.sine_layer_fwd(stack, wh, bh, 30.0, layout, keep_cos=train)
         if train:
             sine_vjp.sine_layer_bwd(_meta(1, R, n, width, dtype=dtype), stack, wh, 30.0, layout,
                                     nxt[:, 0], G)
