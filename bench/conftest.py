@@ -42,7 +42,7 @@ def pytest_generate_tests(metafunc):
                                                  for c in cases])
     if "provider" in metafunc.fixturenames:
         names = config.getoption("--siren-providers")
-        names = names.split(",") if names else [*fb.PROVIDERS, fb.BOUND]
+        names = names.split(",") if names else [*fb.PROVIDERS, *fb.BOUNDS]
         metafunc.parametrize("provider", names)
 
 

@@ -5,8 +5,9 @@ every layer) and train through a hand-derived backward, on a torch backend (CPU 
 fused Triton kernels (CUDA).
 """
 
-from . import functional
+from . import fit, functional
 from .backend import BACKENDS
+from .fit import load_model
 from .functional import siren, siren_jet
 from .jet import Jet, JetLayout
 from .modules import SineLayer, Siren, convert_official_state_dict
@@ -20,7 +21,9 @@ __all__ = [
     "SineLayer",
     "Siren",
     "convert_official_state_dict",
+    "fit",
     "functional",
+    "load_model",
     "siren",
     "siren_jet",
 ]

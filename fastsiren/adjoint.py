@@ -5,7 +5,7 @@ costs 3 (1 + d) slab-matmuls per layer. When the network has fewer outputs O tha
 coordinates d (an SDF: O = 1, d = 3), the reverse sweep is cheaper: one value slab forward, then
 O adjoint slabs backward to the input, 3 (1 + O) slab-matmuls per layer in all, which is also
 what nested autograd does (measured on a 2-core CPU, 3->256x3->1, eikonal step: see the
-benchmark results). ``fastsiren.functional.siren_jet`` picks it for order 1 when O < d on the
+benchmark results). ``fastsiren.backend.run_siren_jet`` picks it for order 1 when O < d on the
 torch backend.
 
 Math, per sine layer l with h_l = z_{l-1} W_l^T + b_l, u_l = omega_l h_l, z_l = sin u_l
@@ -30,10 +30,10 @@ A final sine layer is handled as one more sine layer whose adjoint seed is the i
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from .function import ChunkGradients, point_chunks
-from .sine_jet import _rows_matmul, _stack_matmul, _stack_weight_grad, points_per_chunk
+from fastsiren.jet_function import ChunkGradients, SirenJetSettings, point_chunks
+from fastsiren.nested_autograd import graph_vjp, jet_stack
+from fastsiren.sine_jet import _rows_matmul, _stack_matmul, _stack_weight_grad, points_per_chunk
 
 
 def _forward_chunk(x, weights, biases, omegas, outermost_linear):
@@ -114,18 +114,20 @@ def _backward_chunk(grad_y, grad_p, x, weights, biases, omegas, outermost_linear
 class SirenGradFunction(torch.autograd.Function):
     """(y [B, N, O], dy/dx [B, O, N, d]) of a SIREN at x [B, N, d] by the adjoint sweep.
 
-    ``params``: the L weights [B, M, K] then the L biases [B, M] (None allowed).
+    ``params``: the L weights [B, M, K] then the L biases [B, M] (None allowed); of the settings
+    only ``omegas`` and ``outermost_linear`` apply.
     """
 
     @staticmethod
-    def forward(ctx, x, omegas, outermost_linear, *params):
+    def forward(ctx, x, settings: SirenJetSettings, *params):
+        omegas, outermost_linear = settings.omegas, settings.outermost_linear
         n_layers = len(omegas)
         weights, biases = params[:n_layers], params[n_layers:]
         B, N, d = x.shape
         O = weights[-1].shape[1]
         chunk = points_per_chunk(N, 2 + 2 * O, max(w.shape[1] for w in weights), x)
         ctx.chunks = point_chunks(N, chunk)
-        ctx.omegas, ctx.outermost_linear = omegas, outermost_linear
+        ctx.settings = settings
         y = x.new_empty(B, N, O)
         grad = x.new_empty(B, O, N, d)
         saved = []
@@ -142,16 +144,27 @@ class SirenGradFunction(torch.autograd.Function):
         return y, grad
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, grad_grad):
-        n_layers = len(ctx.omegas)
+        settings = ctx.settings
+        n_layers = len(settings.omegas)
         x, *params = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate
+
+            def recompute(x, weights, biases):
+                stack = jet_stack(x, weights, biases, settings.omegas, settings.layout,
+                                  settings.outermost_linear)
+                return stack[:, 0], stack[:, 1:].permute(0, 3, 2, 1)  # y, dy/dx [B, O, N, d]
+
+            return graph_vjp(ctx, x, params, recompute, (grad_y, grad_grad))
+
+        # The hand VJP, chunk by chunk as the forward ran (grad mode is off here).
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
         grads = ChunkGradients(x, n_layers, need_x)
         for points, saved in zip(ctx.chunks, ctx.saved_chunks):
             grads.add(points, *_backward_chunk(
                 grad_y[:, points].contiguous(), grad_grad[:, :, points].contiguous(),
-                x[:, points], weights, biases, ctx.omegas, ctx.outermost_linear, saved, need_x,
+                x[:, points], weights, biases, settings.omegas, settings.outermost_linear, saved,
+                need_x,
             ))
-        return grads.result(ctx.needs_input_grad, n_non_tensor=2)
+        return grads.result(ctx.needs_input_grad)

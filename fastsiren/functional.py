@@ -1,9 +1,10 @@
 """Functional SIREN: the network as a function of coordinates and explicit parameters.
 
 ``siren_jet`` is the one entry point every module and task goes through: it validates, brings the
-arguments to the canonical batched layout (x [B, N, d], W [B, M, K]), dispatches to a backend and
-returns a ``Jet``. Weights may carry a leading batch dimension: B independent SIRENs, as
-hypernetworks and many-signal fitting use.
+arguments to the canonical batched layout (x [B, N, d], W [B, M, K]), hands them to
+``fastsiren.backend.run_siren_jet`` (which picks the backend and the algorithm) and returns a
+``Jet`` shaped like the coordinates. Weights may carry a leading batch dimension: B independent
+SIRENs, as hypernetworks and many-signal fitting use.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from . import backend as _backend
-from .adjoint import SirenGradFunction
-from .function import siren_jet_stack
-from .jet import Jet, JetLayout
+from fastsiren import backend as _backend
+from fastsiren.jet import Jet, JetLayout
 
 __all__ = ["siren", "siren_jet"]
 
@@ -36,6 +35,13 @@ def _validate(x, weights, biases, omegas, outermost_linear) -> bool:
         raise ValueError("outermost_linear=True needs at least 2 layers (a first sine layer)")
     if not x.dtype.is_floating_point:
         raise TypeError(f"coordinates must be floating point, got dtype {x.dtype}")
+    for kind, tensors in (("weight", weights), ("bias", biases)):
+        for l, t in enumerate(tensors):
+            if not isinstance(t, torch.Tensor) and not (kind == "bias" and t is None):
+                raise TypeError(
+                    f"{kind} {l} must be a torch.Tensor{' or None' if kind == 'bias' else ''}, "
+                    f"got {type(t).__name__}; convert it with torch.as_tensor"
+                )
     batched = weights[0].dim() == 3
     w_dims = 3 if batched else 2
     for l, (w, b) in enumerate(zip(weights, biases)):
@@ -86,13 +92,6 @@ def _validate(x, weights, biases, omegas, outermost_linear) -> bool:
     return batched
 
 
-def _prefer_adjoint(backend: str, order: int, d: int, n_out: int) -> bool:
-    """Order 1 by the adjoint sweep (``fastsiren.adjoint``) when it does fewer matmuls than the
-    forward-mode jet: 3 (1 + n_out) against 3 (1 + d) slab-matmuls per layer. Torch backend only;
-    the Triton kernels implement the forward-mode jet."""
-    return backend == "torch" and order == 1 and n_out < d
-
-
 def siren_jet(
     x: torch.Tensor,
     weights: Sequence[torch.Tensor],
@@ -124,14 +123,6 @@ def siren_jet(
     layout = JetLayout(order, x.shape[-1], hessian_diag)
     name = _backend.resolve(backend, x.device)
 
-    if name == "reference":
-        from .reference import autograd_jet, siren_forward
-
-        def fn(coords):
-            return siren_forward(coords, weights, biases, omegas, outermost_linear)
-
-        return autograd_jet(fn, x, order, hessian_diag)
-
     d = x.shape[-1]
     if batched:
         n_nets = weights[0].shape[0]
@@ -145,17 +136,9 @@ def siren_jet(
     xb = xb.contiguous()
     weights = [w.contiguous() for w in weights]
     biases = [None if b is None else b.contiguous() for b in biases]
-    n_out = weights[-1].shape[-2]
-    if _prefer_adjoint(name, order, d, n_out):
-        value, grad = SirenGradFunction.apply(xb, omegas, outermost_linear, *weights, *biases)
-        return Jet(
-            value.reshape(*lead_shape, n_out),
-            grad.permute(0, 2, 1, 3).reshape(*lead_shape, n_out, d),
-        )
-    stack = siren_jet_stack(
-        xb, weights, biases, omegas, layout, outermost_linear, recompute, _backend.jet_ops(name)
-    )
-    return Jet.from_stack(stack, layout, lead_shape)
+    jet = _backend.run_siren_jet(xb, weights, biases, omegas, layout, outermost_linear, recompute,
+                                 name)
+    return jet.with_lead_shape(lead_shape)
 
 
 def siren(

@@ -30,7 +30,7 @@ class JetLayout:
     hessian_diag: bool = False
 
     def __post_init__(self):
-        if self.order not in (0, 1, 2):
+        if isinstance(self.order, bool) or self.order not in (0, 1, 2):
             raise ValueError(f"jet order must be 0, 1 or 2, got {self.order!r}")
         if self.hessian_diag and self.order != 2:
             raise ValueError("hessian_diag=True needs order=2")
@@ -73,11 +73,27 @@ class Jet:
     lap: torch.Tensor | None = None
     hess_diag: torch.Tensor | None = None
 
+    def fields(self) -> dict[str, torch.Tensor]:
+        """The computed fields by name, in the order value, grad, lap, hess_diag."""
+        names = ("value", "grad", "lap", "hess_diag")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def with_lead_shape(self, lead_shape: tuple[int, ...]) -> Jet:
+        """The same jet with its two leading dims [B, N] reshaped to ``lead_shape``."""
+
+        def reshape(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.reshape(*lead_shape, *t.shape[2:])
+
+        return Jet(*(reshape(t) for t in (self.value, self.grad, self.lap, self.hess_diag)))
+
     @staticmethod
-    def from_stack(stack: torch.Tensor, layout: JetLayout, lead_shape: tuple[int, ...]) -> Jet:
-        """Split a stacked jet [B, R, N, out] into user-facing views with leading dims
+    def from_stack(
+        stack: torch.Tensor, layout: JetLayout, lead_shape: tuple[int, ...] | None = None
+    ) -> Jet:
+        """Split a stacked jet [B, R, N, out] into user-facing views with leading dims [B, N], or
         ``lead_shape`` (the shape of the coordinates without their last dim)."""
-        out = stack.shape[-1]
+        B, _, N, out = stack.shape
+        lead_shape = (B, N) if lead_shape is None else lead_shape
 
         def per_point(t: torch.Tensor) -> torch.Tensor:  # [B, N, out] -> [*lead, out]
             return t.reshape(*lead_shape, out)

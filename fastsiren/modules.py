@@ -7,18 +7,29 @@ and ``Siren.jet`` run through ``fastsiren.functional.siren_jet`` on the selected
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from . import backend as _backend
-from .functional import siren_jet
-from .jet import Jet
-from .reference.siren import sine_init_bound
+from fastsiren import backend as _backend
+from fastsiren.functional import siren_jet
+from fastsiren.jet import Jet
+from fastsiren.reference.siren import sine_init_bound
 
 __all__ = ["SineLayer", "Siren", "convert_official_state_dict"]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 class _BackendMixin:
@@ -28,7 +39,7 @@ class _BackendMixin:
 
     def to(self, *args, backend: str | None = None, **kwargs):
         if backend is not None:
-            _backend._check_name(backend, "backend argument")
+            _backend.check_name(backend, "backend argument")
             for module in self.modules():
                 if isinstance(module, _BackendMixin):
                     module.backend = backend
@@ -58,10 +69,11 @@ class SineLayer(_BackendMixin, nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
+        _check_sizes(in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         self.is_first = is_first
         self.omega_0 = float(omega_0)
-        self.backend = _backend._check_name(backend, "backend argument")
+        self.backend = _backend.check_name(backend, "backend argument")
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.reset_parameters()
 
@@ -105,6 +117,10 @@ class Siren(_BackendMixin, nn.Module):
         recompute: bool = False,
     ):
         super().__init__()
+        _check_sizes(in_features=in_features, hidden_features=hidden_features,
+                     out_features=out_features)
+        if not _is_int(hidden_layers) or hidden_layers < 0:
+            raise ValueError(f"hidden_layers must be a whole number >= 0, got {hidden_layers!r}")
         self.in_features, self.out_features = in_features, out_features
         self.outermost_linear = outermost_linear
         self.recompute = recompute
@@ -163,6 +179,11 @@ def convert_official_state_dict(
     is ``sin(30 x)`` everywhere, so build the ``Siren`` with ``first_omega_0=hidden_omega_0=30``.
     Keys already in the ``Siren`` layout pass through; anything else raises.
     """
+    if not state_dict:
+        raise ValueError(
+            "empty state dict: expected an official SIREN checkpoint (keys like "
+            "'net.net.0.0.weight') or a Siren one ('net.0.linear.weight')"
+        )
     indices = []
     for key in state_dict:
         match = _OFFICIAL_FCBLOCK_KEY.match(key)

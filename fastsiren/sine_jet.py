@@ -3,8 +3,8 @@ r"""Jet recurrences of SIREN layers and their hand-derived VJPs, in torch ops.
 This is the CPU fast path (the ``torch`` backend) and the executable specification for the
 Triton kernels in ``fastsiren.kernels.sine_jet``: both expose the same functions with the same
 shapes (``{first,sine}_layer_{preact,fwd,bwd}``, ``linear_layer_{fwd,bwd}`` and
-``points_per_chunk``), and ``fastsiren.function.SirenJetFunction`` chains either set layer by
-layer.
+``points_per_chunk``: the contract ``fastsiren.backend.JetOps``), and
+``fastsiren.jet_function.SirenJetFunction`` chains either set layer by layer.
 
 Shapes (B independent networks; unbatched weights arrive with B = 1):
   S   [B, R, N, K]  stacked input jet (see ``fastsiren.jet``), contiguous
@@ -36,11 +36,10 @@ cos u overwrites u in slab 0 of G, so saving G costs nothing beyond the matmul's
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from .jet import JetLayout
+from fastsiren import env
+from fastsiren.jet import JetLayout
 
 
 def points_per_chunk(n_points: int, rows: int, width: int, like: torch.Tensor) -> int:
@@ -54,14 +53,15 @@ def points_per_chunk(n_points: int, rows: int, width: int, like: torch.Tensor) -
     if like.device.type != "cpu":
         return max(n_points, 1)
     per_point = rows * width * like.element_size()
-    return max(64, CHUNK_BYTES // per_point)
+    return max(64, env.chunk_bytes(CHUNK_BYTES) // per_point)
 
 
 # Measured on a 2-core AMD EPYC (2 threads), Laplacian training step, best of 3x7 runs:
 #   2->256x3->1, N = 8192:   1 MiB 358 ms, 4 MiB 318 ms, 16 MiB 357 ms, unchunked 446 ms
 #   2->64x3->1,  N = 16384:  1 MiB  93 ms, 4 MiB  82 ms, 16 MiB 102 ms, unchunked 105 ms
 # (a fresh 64 MiB buffer alone cost 65 ms of page faults there, as much as the matmul filling it).
-CHUNK_BYTES = int(os.environ.get("FASTSIREN_CHUNK_BYTES", 4 << 20))
+# FASTSIREN_CHUNK_BYTES overrides it.
+CHUNK_BYTES = 4 << 20
 
 
 def _rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

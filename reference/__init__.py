@@ -6,10 +6,11 @@ Every fastsiren backend is tested against this package, in float64.
 """
 
 from .diff_operators import divergence, gradient, hessian, jacobian, laplace
-from .jet import autograd_jet, naive_jet
+from .jet import Jet, autograd_jet, naive_jet
 from .siren import SineLayer, Siren, siren_forward
 
 __all__ = [
+    "Jet",
     "SineLayer",
     "Siren",
     "autograd_jet",

@@ -12,12 +12,31 @@ peer the benchmark knows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from fastsiren.jet import Jet
-
 from . import diff_operators
+
+
+@dataclass
+class Jet:
+    """Value and input-derivatives at a set of points, as the reference computes them.
+
+    value [..., N, out]; grad [..., N, out, d]; lap [..., N, out]; hess_diag [..., N, out, d].
+    The same fields as ``fastsiren.Jet``, defined here so that the truth imports nothing from the
+    engine it checks. Fields an order does not compute are None.
+    """
+
+    value: torch.Tensor
+    grad: torch.Tensor | None = None
+    lap: torch.Tensor | None = None
+    hess_diag: torch.Tensor | None = None
+
+    def fields(self) -> dict[str, torch.Tensor]:
+        """The computed fields by name, in the order value, grad, lap, hess_diag."""
+        names = ("value", "grad", "lap", "hess_diag")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
 def autograd_jet(
@@ -31,7 +50,7 @@ def autograd_jet(
     If x does not require grad, a leaf copy that does is differentiated (the official code's
     ``coords.clone().detach().requires_grad_(True)``); gradients then do not reach x.
     """
-    if order not in (0, 1, 2):
+    if isinstance(order, bool) or order not in (0, 1, 2):
         raise ValueError(f"jet order must be 0, 1 or 2, got {order!r}")
     if not x.requires_grad:
         x = x.detach().requires_grad_(True)

@@ -24,6 +24,7 @@ from torch import nn
 
 
 def sine_init_bound(fan_in: int, omega_0: float, is_first: bool) -> float:
+    """Half-width of the uniform weight initialisation of a layer with ``fan_in`` inputs."""
     return 1.0 / fan_in if is_first else math.sqrt(6.0 / fan_in) / omega_0
 
 
@@ -88,8 +89,9 @@ class Siren(nn.Module):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.net(coords)
 
-    def parameters_by_layer(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float]]:
-        """(weights, biases, omegas) in the order ``siren_forward`` takes them."""
+    def layer_parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float]]:
+        """(weights, biases, omegas), one entry per layer, as ``siren_forward`` takes them (the
+        same as ``fastsiren.Siren.layer_parameters``)."""
         weights, biases, omegas = [], [], []
         for layer in self.net:
             linear = layer.linear if isinstance(layer, SineLayer) else layer
@@ -97,6 +99,8 @@ class Siren(nn.Module):
             biases.append(linear.bias)
             omegas.append(layer.omega_0 if isinstance(layer, SineLayer) else 1.0)
         return weights, biases, omegas
+
+    parameters_by_layer = layer_parameters  # the former name, kept for one merge
 
 
 def siren_forward(

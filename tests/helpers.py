@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from fastsiren.reference.siren import sine_init_bound
 
 
 def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -28,7 +29,7 @@ def make_params(gen, batch, d, width, out, hidden_layers, omega, dtype, device="
     lead = () if batch is None else (batch,)
     weights, biases = [], []
     for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        bound = 1 / fan_in if l == 0 else (6 / fan_in) ** 0.5 / omega
+        bound = sine_init_bound(fan_in, omega, is_first=l == 0)
         w = (torch.rand(*lead, fan_out, fan_in, generator=gen, dtype=dtype) * 2 - 1) * bound
         b = (torch.rand(*lead, fan_out, generator=gen, dtype=dtype) * 2 - 1) / fan_in**0.5
         weights.append(w.to(device).requires_grad_())

@@ -1,15 +1,18 @@
-"""The command line: `fastsiren demo` really compares with autograd; bad arguments fail."""
+"""The command line: `fastsiren demo` really compares with autograd; bad arguments fail in one
+line with exit status 2."""
 
 import json
 
 import pytest
+import torch
 
 from fastsiren.cli import main
 
 
 def test_demo_reports_agreement_and_timings(capsys):
     assert main(["demo", "--n", "64", "--width", "16"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     # float32 jets against float32 nested autograd: rounding only (~1e-6 relative).
     for name in ("value", "grad", "lap"):
         assert report[f"max_rel_err_{name}"] < 1e-4, name
@@ -17,6 +20,41 @@ def test_demo_reports_agreement_and_timings(capsys):
         timing = report[workload]
         assert timing["median_seconds_fastsiren"] > 0 and timing["median_seconds_autograd"] > 0
     assert report["backend"] == "torch" and report["points"] == 64
+    progress = captured.err.strip().splitlines()
+    assert "(4/4)" in progress[-2]
+    assert progress[-1].startswith("fastsiren demo: jets agree with nested autograd to ")
+
+
+def _one_line_error(capsys, argv, match):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], captured.err
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--n", "0"], "--n must be a number of points >= 1, got 0"),
+        (["--n", "-5"], "--n must be a number of points >= 1, got -5"),
+        (["--width", "0"], "--width must be a number of hidden features >= 1, got 0"),
+    ],
+    ids=["n0", "n-5", "width0"],
+)
+def test_demo_rejects_bad_sizes(capsys, argv, match):
+    _one_line_error(capsys, ["demo", *argv], match)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a CPU-only build")
+def test_demo_on_cuda_without_cuda(capsys):
+    _one_line_error(capsys, ["demo", "--device", "cuda"], "no CUDA device is available")
+
+
+def test_unknown_backend_variable(capsys, monkeypatch):
+    monkeypatch.setenv("FASTSIREN_BACKEND", "fastest")
+    _one_line_error(capsys, ["demo", "--n", "8", "--width", "4"],
+                    "$FASTSIREN_BACKEND: unknown backend 'fastest'")
 
 
 def test_unknown_command_exits_with_usage():

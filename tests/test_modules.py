@@ -160,3 +160,56 @@ def test_functional_argument_errors():
                      [t.expand(3, *t.shape) for t in b], [30.0, 30.0])
     with pytest.raises(ValueError, match="at least 2 layers"):
         fs.siren_jet(x, w[:1], b[:1], [30.0], outermost_linear=True)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: fs.Siren(0, 16, 1, 1), "in_features"),
+        (lambda: fs.Siren(2, 0, 1, 1), "hidden_features"),
+        (lambda: fs.Siren(2, 16, 1, 0), "out_features"),
+        (lambda: fs.Siren(2, 16, -1, 1), "hidden_layers"),
+        (lambda: fs.Siren(2, 16.5, 1, 1), "hidden_features"),
+        (lambda: fs.SineLayer(3, 0), "out_features"),
+    ],
+    ids=["in0", "hidden0", "out0", "layers-1", "float-width", "sine-layer-out0"],
+)
+def test_bad_sizes_raise_clear_errors(make, match):
+    with pytest.raises(ValueError, match=rf"^{match} must be a whole number >= [01], got"):
+        make()
+
+
+def test_order_must_be_an_int_not_a_bool(model):
+    with pytest.raises(ValueError, match="order must be 0, 1 or 2, got True"):
+        model.jet(torch.rand(4, 2), order=True)
+    with pytest.raises(ValueError, match="order must be 0, 1 or 2, got True"):
+        reference.autograd_jet(lambda c: c, torch.rand(4, 2), order=True)
+
+
+def test_empty_state_dict_is_not_a_checkpoint():
+    with pytest.raises(ValueError, match="empty state dict"):
+        fs.convert_official_state_dict({})
+
+
+def test_numpy_weights_are_named():
+    np = pytest.importorskip("numpy")
+    w = [np.ones((8, 2), dtype=np.float32), torch.rand(1, 8)]
+    with pytest.raises(TypeError, match="weight 0 must be a torch.Tensor, got ndarray"):
+        fs.siren_jet(torch.rand(4, 2), w, [torch.rand(8), torch.rand(1)], [30.0, 1.0])
+    with pytest.raises(TypeError, match="bias 1 must be a torch.Tensor or None, got ndarray"):
+        fs.siren_jet(torch.rand(4, 2), [torch.rand(8, 2), torch.rand(1, 8)],
+                     [torch.rand(8), np.ones(1)], [30.0, 1.0])
+
+
+def test_malformed_chunk_bytes_fails_the_call_not_the_import(monkeypatch):
+    import importlib
+
+    from fastsiren import sine_jet
+    from fastsiren.errors import InputError
+
+    monkeypatch.setenv("FASTSIREN_CHUNK_BYTES", "4MiB")
+    importlib.reload(sine_jet)  # importing with the variable set works
+    model = fs.Siren(2, 8, 1, 1, outermost_linear=True, backend="torch")
+    with pytest.raises(InputError, match=r"^\$FASTSIREN_CHUNK_BYTES must be a positive "
+                       r"whole number of bytes \(e.g. 4194304\), got '4MiB'$"):
+        model(torch.rand(3, 2))

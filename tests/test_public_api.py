@@ -13,7 +13,7 @@ import fastsiren
 def test_top_level_exports():
     assert sorted(fastsiren.__all__) == sorted([
         "BACKENDS", "Jet", "JetLayout", "SineLayer", "Siren", "convert_official_state_dict",
-        "functional", "siren", "siren_jet",
+        "fit", "functional", "load_model", "siren", "siren_jet",
     ])
     for name in fastsiren.__all__:
         assert hasattr(fastsiren, name), name
@@ -22,8 +22,8 @@ def test_top_level_exports():
 def test_functional_and_reference_exports():
     assert sorted(fastsiren.functional.__all__) == ["siren", "siren_jet"]
     assert sorted(fastsiren.reference.__all__) == sorted([
-        "SineLayer", "Siren", "autograd_jet", "divergence", "gradient", "hessian", "jacobian",
-        "laplace", "naive_jet", "siren_forward",
+        "Jet", "SineLayer", "Siren", "autograd_jet", "divergence", "gradient", "hessian",
+        "jacobian", "laplace", "naive_jet", "siren_forward",
     ])
 
 

@@ -102,7 +102,7 @@ def test_naive_jets_match_autograd(gen, outermost_linear):
     torch.manual_seed(2)
     model = Siren(3, 24, 2, 2, outermost_linear=outermost_linear).double()
     x = torch.rand(33, 3, generator=gen, dtype=torch.float64) * 2 - 1
-    weights, biases, omegas = model.parameters_by_layer()
+    weights, biases, omegas = model.layer_parameters()
     naive = naive_jet(x, weights, biases, omegas, outermost_linear, order=2)
     truth = autograd_jet(model, x, 2)
     for name in ("value", "grad", "lap"):

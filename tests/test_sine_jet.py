@@ -32,13 +32,6 @@ CASES = [
 ]
 
 
-def jet_fields(jet, order, hessian_diag):
-    names = ["value", "grad", "lap"][: order + 1]
-    if hessian_diag:
-        names.append("hess_diag")
-    return {n: getattr(jet, n) for n in names}
-
-
 def combined_loss(fields, gen):
     """sum_f <field, random cotangent>: exercises every output's cotangent at once."""
     total = 0
@@ -66,7 +59,7 @@ def run_both(gen, case, order, hessian_diag, dtype, backend="torch", recompute=F
                 return siren_forward(coords, weights, biases, omegas, linear)
 
             jet = autograd_jet(fn, x, order, hessian_diag)
-        fields = jet_fields(jet, order, hessian_diag)
+        fields = jet.fields()
         loss = combined_loss(fields, torch.Generator().manual_seed(loss_seed))
         grads = torch.autograd.grad(loss, params)
         results.append((fields, grads))
@@ -160,15 +153,6 @@ def test_empty_batch_returns_empty_outputs(gen):
     assert weights[1].grad is not None and torch.all(weights[1].grad == 0)
 
 
-def test_double_backward_raises(gen):
-    weights, biases, omegas = make_params(gen, None, 2, 16, 1, 1, 30.0, torch.float64)
-    x = torch.rand(8, 2, generator=gen, dtype=torch.float64)
-    loss = fs.siren_jet(x, weights, biases, omegas, 2, backend="torch").lap.square().sum()
-    (gw,) = torch.autograd.grad(loss, [weights[1]], create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|not.*differentiable"):
-        gw.sum().backward()
-
-
 def test_no_grad_saves_nothing(gen):
     weights, biases, omegas = make_params(gen, None, 2, 16, 1, 1, 30.0, torch.float64)
     x = torch.rand(8, 2, generator=gen, dtype=torch.float64)
@@ -206,9 +190,9 @@ def test_chunked_points_match_one_pass(gen, monkeypatch):
 def test_forward_mode_order1_where_the_adjoint_is_preferred(gen, case, monkeypatch):
     """Order 1 with fewer outputs than coordinates normally takes the adjoint sweep; the
     forward-mode jet must stay exact there too (it is the Triton path's specification)."""
-    import fastsiren.functional as functional
+    from fastsiren import backend
 
-    monkeypatch.setattr(functional, "_prefer_adjoint", lambda *args: False)
+    monkeypatch.setattr(backend, "prefers_adjoint", lambda *args: False)
     check(run_both(gen, case, 1, False, torch.float64), F64_TOL, 1e-10)
 
 

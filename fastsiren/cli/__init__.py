@@ -18,7 +18,7 @@ import sys
 from ..errors import InputError
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("demo", "bench")
+SUBCOMMANDS = ("fit", "mesh", "hypernet_predict", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,15 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        status = args.func(args)
+        return args.func(args)
     except InputError as exc:
         print(f"fastsiren {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "bench":
-        from .bench import end_process
-
-        return end_process(status)
-    return status
 
 
 if __name__ == "__main__":

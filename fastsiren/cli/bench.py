@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 
 def register(sub) -> None:
-    from ..benchmark import add_arguments
+    # Only the argument definitions: the providers, the profiler and matplotlib load when a run
+    # starts (``fastsiren.benchmark.cli.main``).
+    from ..benchmark.cli import add_arguments
 
     bench = sub.add_parser("bench", help="every provider side by side (see bench/)")
     add_arguments(bench)
@@ -19,19 +19,6 @@ def register(sub) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .. import benchmark
+    from ..benchmark.cli import main
 
-    return benchmark.main(args)
-
-
-def end_process(status: int) -> int:
-    """Called by ``main`` after the handler: a run that used the CPU memory profiler ends here."""
-    from .. import benchmark
-
-    if benchmark.CPU_MEMORY_PROFILED:
-        # Every result is on disk; skip the interpreter's final collection, which aborts after
-        # a long run of torch's CPU memory profiler (see benchmark.CPU_MEMORY_PROFILED).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    return status
+    return main(args)

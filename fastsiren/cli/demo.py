@@ -1,18 +1,43 @@
 """`fastsiren demo`: analytic jets of a fresh SIREN against nested autograd.
 
     fastsiren demo [--n N] [--width W] [--device cpu|cuda] [--backend ...]
+
+Prints the report as JSON on stdout; progress and a one-line summary go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+
+from fastsiren.errors import InputError
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """One-line errors for arguments argparse cannot judge alone."""
+    import torch
+
+    if args.n < 1:
+        raise InputError(f"--n must be a number of points >= 1, got {args.n}")
+    if args.width < 1:
+        raise InputError(f"--width must be a number of hidden features >= 1, got {args.width}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            "--device cuda: no CUDA device is available to this torch build "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
+
+
+def _progress(message: str) -> None:
+    print(f"fastsiren demo: {message}", file=sys.stderr, flush=True)
 
 
 def _demo(args: argparse.Namespace) -> int:
     """Jets of a freshly initialised SIREN against nested autograd: their agreement, and the
     median times of the order-2 jet and of a Laplacian-loss training step."""
+    _check_args(args)
     import torch
 
     import fastsiren as fs
@@ -48,9 +73,15 @@ def _demo(args: argparse.Namespace) -> int:
         jet_fn().lap.square().mean().backward()
         module.zero_grad(set_to_none=True)
 
+    backend = fs.backend.resolve(args.backend, device)
+    _progress(f"2->{args.width}x3->1 SIREN, {args.n} points on {device}, backend {backend}: "
+              "timing the order-2 jet (1/4)")
     fast, t_fast = timed(lambda: model.jet(x, order=2))
+    _progress("timing nested autograd (2/4)")
     ref, t_ref = timed(lambda: autograd_jet(reference, x, order=2))
+    _progress("timing a Laplacian-loss training step with jets (3/4)")
     _, t_fast_step = timed(lambda: laplacian_step(lambda: model.jet(x, order=2), model))
+    _progress("timing the same step with nested autograd (4/4)")
     _, t_ref_step = timed(
         lambda: laplacian_step(lambda: autograd_jet(reference, x, order=2), reference)
     )
@@ -58,7 +89,7 @@ def _demo(args: argparse.Namespace) -> int:
         "siren": f"2->{args.width}x3->1",
         "points": args.n,
         "device": str(device),
-        "backend": fs.backend.resolve(args.backend, device),
+        "backend": backend,
         "jet_forward_order2": {
             "median_seconds_fastsiren": t_fast,
             "median_seconds_autograd": t_ref,
@@ -74,6 +105,14 @@ def _demo(args: argparse.Namespace) -> int:
         a, b = getattr(fast, name).detach(), getattr(ref, name).detach()
         report[f"max_rel_err_{name}"] = ((a - b).abs().max() / b.abs().max()).item()
     print(json.dumps(report, indent=2))
+    worst = max(report[f"max_rel_err_{name}"] for name in ("value", "grad", "lap"))
+    print(
+        f"fastsiren demo: jets agree with nested autograd to {worst:.1e} (max relative error); "
+        f"order-2 jet {t_ref / t_fast:.1f}x and Laplacian-loss step "
+        f"{t_ref_step / t_fast_step:.1f}x faster than nested autograd "
+        f"({report['siren']}, {args.n} points, {device}, {backend})",
+        file=sys.stderr,
+    )
     return 0
 
 

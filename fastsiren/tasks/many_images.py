@@ -1,0 +1,205 @@
+"""Many images at once: B independent SIRENs, one per image, trained together.
+
+``fastsiren fit image FOLDER`` (or several files) lands here. The networks are one
+``BatchedSiren`` (weights [B, out, in]); every step evaluates all of them in one batched
+``fs.siren_jet`` call, never a Python loop over images.
+
+Images of different sizes are padded, not grouped: each image keeps its own [-1, 1] grid
+(``image.pixel_grid``), the grids are padded to the longest one, and a per-point weight (zero on
+padding, 1/N_b on the N_b real points of image b) makes the loss
+
+    loss = sum_b mean_{n in image b} |f_b(x_bn) - y_bn|^2
+
+so network b receives exactly the gradient of its own image's mean squared error: a batched fit
+follows the same trajectory as fitting each image alone with the same seed (every network starts
+from the initialisation a single-image fit with that seed would draw). Padding costs the compute
+of the missing points; images of one size waste nothing. Grayscale images are promoted to RGB
+when the folder mixes both.
+
+Outputs: one folder per image under ``images/`` with the single-image files, and
+``summary.md`` / ``summary.csv`` (one row per image: size, PSNR). metrics.json reports the mean
+PSNR, images per second, and every image's metrics. Under ``torchrun`` each process fits its
+shard of the files (``context.shard``); rank 0 writes the summary for all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..modules import Siren
+from .base import FitContext, Task
+from .image import (
+    EVAL_CHUNK,
+    ImageSettings,
+    evaluate_on_grid,
+    fitted_pixels,
+    image_metrics,
+    load_pixels,
+    pixel_grid,
+    render_grid,
+    write_image_outputs,
+)
+
+__all__ = ["ManyImagesTask"]
+
+
+class _Image:
+    """One image of the batch: what the single-image writers need."""
+
+    def __init__(self, path: Path, pixels: np.ndarray, settings: ImageSettings, device):
+        self.path, self.pixels = path, pixels
+        self.shape = pixels.shape[:2]
+        self.n_points = self.shape[0] * self.shape[1]
+        self.train_index = fitted_pixels(settings, self.shape, device)
+
+
+class ManyImagesTask(Task):
+    name = "image"
+    settings_class = ImageSettings
+    order = 0
+    progress_metric = "psnr"
+    model_class = "BatchedSiren"
+    shards_items = True
+
+    def __init__(self, settings: ImageSettings, context: FitContext, files: list[Path]):
+        super().__init__(settings, context)
+        if not files:
+            from ..errors import InputError
+
+            raise InputError(f"process {context.rank} of {context.world_size} got no images: "
+                             "run fewer processes than there are images")
+        arrays = [load_pixels(path, settings.max_size) for path in files]
+        channels = max(a.shape[2] for a in arrays)
+        arrays = [np.repeat(a, channels, 2) if a.shape[2] < channels else a for a in arrays]
+        self.images = [_Image(path, a, settings, self.device)
+                       for path, a in zip(files, arrays)]
+        self.in_features, self.out_features = 2, channels
+        n_max = max(im.n_points for im in self.images)
+        batch = len(self.images)
+        # Padded grids, targets and per-point loss weights [B, N_max, ...].
+        self.coords = torch.zeros(batch, n_max, 2, device=self.device)
+        self.target = torch.zeros(batch, n_max, channels, device=self.device)
+        self.weight = torch.zeros(batch, n_max, device=self.device)
+        for b, im in enumerate(self.images):
+            self.coords[b, :im.n_points] = pixel_grid(*im.shape, device=self.device)
+            self.target[b, :im.n_points] = (
+                torch.from_numpy(im.pixels).reshape(-1, channels).to(self.device) * 2 - 1)
+            fitted = (slice(None, im.n_points) if im.train_index is None else im.train_index)
+            n_fitted = im.n_points if im.train_index is None else len(im.train_index)
+            self.weight[b, fitted] = 1.0 / n_fitted
+        self.fitted_counts = torch.tensor(
+            [im.n_points if im.train_index is None else len(im.train_index)
+             for im in self.images], device=self.device)
+        self.all_points = {"coords": self.coords, "target": self.target, "weight": self.weight}
+        self._evaluated: tuple | None = None
+
+    # -- the model: B networks, each with the initialisation of a single fit -----------------
+    def model_kwargs(self) -> dict:
+        return {"n_networks": len(self.images), **super().model_kwargs()}
+
+    def build_model(self) -> nn.Module:
+        from ..fit.models import BatchedSiren
+
+        kwargs = super().model_kwargs()
+        sirens = []
+        for _ in self.images:
+            torch.manual_seed(self.settings.seed)  # the draw of a single-image fit
+            sirens.append(Siren(**kwargs))
+        return BatchedSiren.from_sirens(sirens).to(backend=self.settings.backend)
+
+    # -- training ---------------------------------------------------------------------------
+    def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        fraction = self.settings.batch_fraction
+        if fraction >= 1.0:
+            return self.all_points
+        # n points per image, drawn uniformly (with replacement) among its fitted ones.
+        batch = len(self.images)
+        n = max(1, round(int(self.fitted_counts.max()) * fraction))
+        position = (torch.rand(batch, n, generator=generator, device=self.device)
+                    * self.fitted_counts[:, None]).long()
+        index = torch.stack([
+            position[b] if im.train_index is None else im.train_index[position[b]]
+            for b, im in enumerate(self.images)])
+        return {
+            "coords": self.coords.gather(1, index[..., None].expand(-1, -1, 2)),
+            "target": self.target.gather(1, index[..., None].expand(-1, -1,
+                                                                  self.out_features)),
+            "weight": torch.full((batch, n), 1.0 / n, device=self.device),
+        }
+
+    def loss(self, jet, batch):
+        per_point = (jet.value - batch["target"]).square().mean(-1)  # [B, N]
+        per_image = (per_point * batch["weight"]).sum(-1)  # each image's own MSE
+        psnr_db = 10.0 * torch.log10(4.0 / per_image.detach().clamp_min(1e-20))
+        return per_image.sum(), {"mse": per_image.detach().mean(), "psnr": psnr_db.mean()}
+
+    # -- results ----------------------------------------------------------------------------
+    def reconstruct(self, model: nn.Module) -> tuple:
+        if self._evaluated is None:
+            chunk = max(1, EVAL_CHUNK // len(self.images))
+            self._evaluated = evaluate_on_grid(model, self.coords, order=2, chunk=chunk)
+        return self._evaluated
+
+    def evaluate(self, model: nn.Module) -> dict:
+        self._evaluated = None
+        value = self.reconstruct(model)[0]
+        rows = []
+        for b, im in enumerate(self.images):
+            metrics = image_metrics(value[b, :im.n_points], self.target[b, :im.n_points],
+                                    im.train_index)
+            rows.append({"image": im.path.name, "height": im.shape[0], "width": im.shape[1],
+                         **metrics})
+        return {"images": rows}
+
+    def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
+        value, grad, lap = self.reconstruct(model)
+        rendered = {}
+        for b, im in enumerate(self.images):
+            grid = render_grid(self.settings, im.shape, self.device)
+            if grid is not None:
+                coords, size = grid
+                rendered.setdefault(size, (coords, []))[1].append(b)
+        renders = {}
+        for size, (coords, members) in rendered.items():  # one batched call per render size
+            values = evaluate_on_grid(model, coords, order=0,
+                                      chunk=max(1, EVAL_CHUNK // len(self.images)))[0]
+            for b in members:
+                renders[b] = values[b].reshape(*size, -1)
+        paths = []
+        for b, im in enumerate(self.images):
+            n = im.n_points
+            jets = (value[b, :n], grad[b, :n], lap[b, :n])
+            paths += write_image_outputs(im, jets, out_dir / "images" / im.path.name,
+                                         renders.get(b))
+        return paths
+
+    def summarize(self, shard_metrics: list[dict], out_dir: Path) -> dict:
+        """All processes' rows in one table (summary.md and summary.csv) and the mean PSNR."""
+        rows = [row for metrics in shard_metrics for row in metrics["images"]]
+        columns = list(rows[0])
+        with (out_dir / "summary.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in rows:
+            lines.append("| " + " | ".join(
+                f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+        psnrs = [row["psnr"] for row in rows]
+        return {"psnr": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)),
+                "n_images": len(rows), "images": rows}
+
+    def describe(self) -> dict:
+        return {
+            "images": len(self.images), "channels": self.out_features,
+            "sizes": sorted({f"{im.shape[0]}x{im.shape[1]}" for im in self.images}),
+            "padded_points_per_image": int(self.coords.shape[1]),
+            "coordinates": "(row, col), each linspace(-1, 1) on the image's own grid",
+            "values": "pixel * 2 - 1 (pixels in [0, 1])",
+        }

@@ -1,0 +1,62 @@
+"""The backend contract and the one dispatch place.
+
+Both ops modules must implement ``fastsiren.backend.JetOps`` with the contract's exact signatures
+(names, order, defaults), so ``fastsiren.jet_function`` can chain either. The Triton module is
+checked under TRITON_INTERPRET=1 on the CPU (set by conftest.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from fastsiren import backend
+
+
+def _signature_without_self(fn) -> list[tuple[str, object, object]]:
+    params = list(inspect.signature(fn).parameters.values())
+    if params and params[0].name == "self":
+        params = params[1:]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+@pytest.mark.parametrize("name", sorted(backend.OPS_MODULES))
+def test_ops_modules_implement_the_contract(name):
+    if name == "triton":
+        pytest.importorskip("triton")
+    ops = backend.ops_for(name)
+    assert isinstance(ops, backend.JetOps)
+    members = [n for n, v in vars(backend.JetOps).items()
+               if callable(v) and not n.startswith("_")]
+    assert len(members) == 9, members
+    for member in members:
+        assert _signature_without_self(getattr(ops, member)) == _signature_without_self(
+            getattr(backend.JetOps, member)
+        ), f"{backend.OPS_MODULES[name]}.{member} differs from JetOps.{member}"
+
+
+def test_a_module_missing_an_op_does_not_pass():
+    import types
+
+    partial = types.ModuleType("partial_ops")
+    partial.first_layer_fwd = lambda *args: None
+    assert not isinstance(partial, backend.JetOps)
+
+
+def test_availability_is_public(monkeypatch):
+    assert backend.unavailable("torch", "cpu") is None
+    assert backend.unavailable("reference", "cpu") is None
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    reason = backend.unavailable("triton", "cpu")
+    assert reason is not None and ("CUDA" in reason or "Triton" in reason), reason
+
+
+def test_reference_branch_returns_an_engine_jet(gen):
+    """The dispatch converts the reference's own Jet into fastsiren.Jet."""
+    import fastsiren as fs
+
+    model = fs.Siren(2, 8, 1, 1, outermost_linear=True, backend="reference").double()
+    jet = model.jet(torch.rand(5, 2, generator=gen, dtype=torch.float64), order=2)
+    assert isinstance(jet, fs.Jet) and set(jet.fields()) == {"value", "grad", "lap"}

@@ -1,0 +1,147 @@
+"""The fit loop: the documented minimal task runs, resume is exact, Ctrl-C keeps the work,
+checkpoints load with weights_only and back into fs.Siren, and the settings behave."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import fastsiren as fs
+from fastsiren.errors import InputError
+from fastsiren.fit import FitInterrupted, load_checkpoint
+from fastsiren.tasks import FitSettings, Task, setting
+
+
+# The minimal task of fastsiren/tasks/base.py's docstring, as written there.
+@dataclass
+class ToneSettings(FitSettings):
+    # a sine tone sampled at 512 points
+    cycles: float = setting(5.0, "periods of the tone over [-1, 1]", positive=True)
+    steps: int | None = setting(None, "optimizer steps", positive=True, cpu=200, cuda=1000)
+
+
+class ToneTask(Task):
+    name = "tone"
+    settings_class = ToneSettings
+    order = 0
+    progress_metric = "mse"
+    example = "fastsiren fit tone --cycles 8 --out runs/tone"
+
+    def __init__(self, settings, context):
+        super().__init__(settings, context)
+        self.in_features = self.out_features = 1
+        t = torch.linspace(-1, 1, 512, device=context.device)[:, None]
+        self.batch = {"coords": t, "target": torch.sin(math.pi * settings.cycles * t)}
+
+    def sample(self, step, generator):
+        return self.batch
+
+    def loss(self, jet, batch):
+        mse = (jet.value - batch["target"]).square().mean()
+        return mse, {"mse": mse.detach()}
+
+    def evaluate(self, model):
+        with torch.no_grad():
+            return {"mse": self.loss(self.jet(model, self.batch), self.batch)[0].item()}
+
+    def write_outputs(self, model, out_dir):
+        return []
+
+
+class NoisyToneTask(ToneTask):
+    """Samples a random half of the points each step (exercises the sampling generator) and
+    raises SIGINT, as Ctrl-C would, while sampling step ``interrupt_at``."""
+
+    interrupt_at: int | None = None
+
+    def sample(self, step, generator):
+        if step == self.interrupt_at:
+            signal.raise_signal(signal.SIGINT)
+        pick = torch.randperm(512, generator=generator)[:256]
+        return {k: v[pick] for k, v in self.batch.items()}
+
+
+TINY = {"width": 16, "depth": 1, "lr": 1e-3, "device": "cpu", "log_every": 2}
+
+
+def test_minimal_task_fits_and_writes_the_run_folder(tmp_path):
+    result = fs.fit(ToneTask, out=tmp_path, steps=40, progress=False, **TINY)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["final_logged_loss"] < 0.5 * summary["first_logged_loss"]
+    assert summary["metrics"]["mse"] == pytest.approx(result.metrics["metrics"]["mse"])
+    assert summary["steps"] == 40 and summary["backend"] == "torch"
+    assert summary["settings"]["cycles"] == 5.0 and summary["points_per_second"] > 0
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [*range(0, 40, 2), 39]
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    assert json.loads((tmp_path / "settings.json").read_text())["steps"] == 40
+
+
+def test_checkpoint_loads_weights_only_and_as_a_siren(tmp_path):
+    result = fs.fit(ToneTask, out=tmp_path, steps=3, progress=False, **TINY)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and state["task"] == "tone"
+    model = fs.load_model(tmp_path)
+    assert isinstance(model, fs.Siren)
+    x = torch.linspace(-3, 3, 50)[:, None]  # anywhere, not only on the training points
+    torch.testing.assert_close(model(x), result.model(x), rtol=0, atol=0)
+
+
+def _weights(out_dir):
+    return load_checkpoint(out_dir)["model"]
+
+
+def test_resume_reaches_the_uninterrupted_weights(tmp_path):
+    fs.fit(NoisyToneTask, out=tmp_path / "straight", steps=6, progress=False, **TINY)
+    fs.fit(NoisyToneTask, out=tmp_path / "resumed", steps=3, progress=False, **TINY)
+    fs.fit(NoisyToneTask, out=tmp_path / "resumed", resume=True, steps=6, progress=False)
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    for key in straight:  # same operations in the same order on the CPU: bit for bit
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    logs = [(tmp_path / d / "log.jsonl").read_text().splitlines() for d in ("straight",
+                                                                           "resumed")]
+    strip = [[{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in log]
+             for log in logs]
+    assert strip[0] == strip[1]
+
+
+def test_ctrl_c_checkpoints_and_resume_continues_exactly(tmp_path, monkeypatch):
+    fs.fit(NoisyToneTask, out=tmp_path / "straight", steps=6, progress=False, **TINY)
+    monkeypatch.setattr(NoisyToneTask, "interrupt_at", 2)
+    with pytest.raises(FitInterrupted, match="interrupted at step 3/6"):
+        fs.fit(NoisyToneTask, out=tmp_path / "stopped", steps=6, progress=False, **TINY)
+    assert load_checkpoint(tmp_path / "stopped")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(NoisyToneTask, "interrupt_at", None)
+    fs.fit(NoisyToneTask, out=tmp_path / "stopped", resume=True, progress=False)
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "stopped")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
+    with pytest.raises(InputError, match="no checkpoint"):
+        fs.fit(ToneTask, out=tmp_path, resume=True)
+    fs.fit(ToneTask, out=tmp_path, steps=2, progress=False, **TINY)
+    with pytest.raises(InputError, match="--width differs"):
+        fs.fit(ToneTask, out=tmp_path, resume=True, width=32)
+
+
+def test_settings_defaults_depend_on_the_device_and_are_checked():
+    settings = ToneSettings()
+    assert settings.steps is None
+    assert settings.resolved(torch.device("cpu")).steps == 200
+    assert settings.resolved(torch.device("cuda")).steps == 1000
+    for bad, message in [({"lr": -1.0}, "--lr: expected a value > 0"),
+                         ({"depth": -1}, "--depth: expected a value >= 0"),
+                         ({"lr": math.nan}, "--lr: expected a finite number"),
+                         ({"device": "tpu"}, "--device: expected one of")]:
+        with pytest.raises(InputError, match=bad and message):
+            ToneSettings(**bad).validate()
+    with pytest.raises(InputError, match="unknown setting"):
+        fs.fit(ToneTask, stpes=3)
