@@ -84,8 +84,9 @@ class JetOps(Protocol):
         layout: JetLayout,
         keep_cos: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sine layer on the coordinates: (out [B, R, N, M], cos u [B, N, M]). With
-        ``keep_cos=False`` at order 0 the second value is u and no cosine is computed."""
+        """Sine layer on the coordinates: (out [B, R, N, M], cos u [B, N, M]). ``keep_cos=False``
+        (no backward will run): at order 0 the second value is u and no cosine is computed;
+        above, a backend may skip it and return None (Triton does)."""
 
     def first_layer_bwd(
         self,
@@ -116,8 +117,9 @@ class JetOps(Protocol):
         layout: JetLayout,
         keep_cos: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sine layer on a stacked jet: (out, G) with cos u written over u in G's slab 0 (left
-        as u when ``keep_cos=False`` at order 0)."""
+        """Sine layer on a stacked jet: (out, G) with cos u written over u in G's slab 0.
+        ``keep_cos=False`` (no backward will run): G keeps u at order 0; above, a backend may
+        skip G and return None (Triton does)."""
 
     def sine_layer_bwd(
         self,

@@ -43,3 +43,14 @@ def slab_offsets(slab0, n_slabs, offs_n, N, offs_m, M, stride_r, stride_n, PAD: 
     mask = (r < n_slabs)[:, None, None] & (offs_n < N)[None, :, None] \
         & (offs_m < M)[None, None, :]
     return offs, mask
+
+
+@triton.jit
+def row_major_tile(M, BLOCK_M: tl.constexpr):
+    """(pid_n, pid_m) of a 1-D grid over [N / BLOCK_N, M / BLOCK_M] tiles, column tiles
+    innermost: the programs that read the same BLOCK_N input rows run side by side, so those
+    rows come from DRAM once (then L2) instead of once per column tile. (A 1-D grid also lifts
+    the 65535 limit of grid axes 1 and 2, which 2^20 points in 16-row tiles exceed.)"""
+    pid = tl.program_id(0).to(tl.int64)
+    n_m = tl.cdiv(M, BLOCK_M)
+    return pid // n_m, pid % n_m

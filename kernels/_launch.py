@@ -82,6 +82,11 @@ def size_bucket(n: int) -> int:
     return max(int(n), 1).bit_length()
 
 
+def row_major_programs(n: int, block_n: int, m: int, block_m: int) -> int:
+    """Programs of a 1-D grid over [n / block_n, m / block_m] tiles (see ``row_major_tile``)."""
+    return triton.cdiv(n, block_n) * triton.cdiv(m, block_m)
+
+
 def config(kw: dict, warps: int = 4, stages: int = 2) -> triton.Config:
     return triton.Config(kw, num_warps=warps, num_stages=stages)
 

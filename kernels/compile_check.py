@@ -58,8 +58,9 @@ TARGET = GPUTarget("cuda", 90, 32)
 FAMILIES = (first_layer, sine_layer, sine_vjp, matmul, linear_layer)
 
 # Stack frame (bytes) tolerated per storage dtype: the sin/cos slow-path array (fp32: 7 words,
-# rounded to 32; fp64: 40, measured with a kernel that only computes sin), never a spill.
-STACK_ALLOWANCE = {"fp32": 32, "bf16": 32, "fp16": 32, "fp64": 40}
+# rounded to 32; fp64: 40 with triton 3.9's ptxas, 48 with 3.6's, measured with a kernel that
+# only computes sin), never a spill.
+STACK_ALLOWANCE = {"fp32": 32, "bf16": 32, "fp16": 32, "fp64": 48}
 
 # The representative workloads: (label, d, width, order, hessian_diag, points, training), each
 # a d -> width x 3 -> 1 network. The first is the test tier's; --full adds the rest and a drop-in
@@ -168,11 +169,10 @@ def _replay_network(d, width, order, hess, n, dtype, train):
     w0, b0 = _meta(1, width, d, dtype=dtype), _meta(1, width, dtype=dtype)
     wh, bh = _meta(1, width, width, dtype=dtype), _meta(1, width, dtype=dtype)
     wl, bl = _meta(1, 1, width, dtype=dtype), _meta(1, 1, dtype=dtype)
-    keep = train or order > 0
-    out, cos0 = first_layer.first_layer_fwd(x, w0, b0, 30.0, layout, keep_cos=keep)
+    out, cos0 = first_layer.first_layer_fwd(x, w0, b0, 30.0, layout, keep_cos=train)
     stack = out
     for _ in range(H - 1):
-        nxt, G = sine_layer.sine_layer_fwd(stack, wh, bh, 30.0, layout, keep_cos=keep)
+        nxt, G = sine_layer.sine_layer_fwd(stack, wh, bh, 30.0, layout, keep_cos=train)
         if train:
             sine_vjp.sine_layer_bwd(_meta(1, R, n, width, dtype=dtype), stack, wh, 30.0, layout,
                                     nxt[:, 0], G)
@@ -312,17 +312,23 @@ def traffic_per_point(launch: Launch, cfg: triton.Config) -> float:
         rows, e = a["rows"], size(a["s_ptr"])
         n_k = triton.cdiv(a["K"], c["BLOCK_K"])
         return e * rows * (a["K"] * (2 if kw["STORE_SBAR"] else 1) + a["M"] * n_k) / launch.points
+    # The forward kernels run the column tiles of a row block side by side (row_major_tile):
+    # their input rows come from DRAM once.
     M = a["M"]
-    n_m = triton.cdiv(M, c["BLOCK_M"])
     if name == "_sine_layer_fwd_kernel":
         R, K = 1 + kw["D"] + kw["N_LAP"], a["K"]
         e = size(a["s_ptr"])
-        writes = R * M * (1 if kw["PREACT_ONLY"] else 2)
-        return e * (R * K * n_m + writes)
+        if kw["PREACT_ONLY"]:
+            writes = R * M
+        else:
+            writes = R * M + (R * M if kw["KEEP_COS"] else M if kw["D"] == 0 else 0)
+        return e * (R * K + writes)
     if name == "_first_layer_fwd_kernel":
         K, e = a["K"], size(a["x_ptr"])
-        R = 1 + (0 if kw["PREACT_ONLY"] else _first_rows(kw, K) - 1)
-        return e * (K * n_m + R * M + M)
+        R = 1 if kw["PREACT_ONLY"] else _first_rows(kw, K)
+        cos = M if (kw["KEEP_COS"] or kw["ORDER"] == 0) and not kw["PREACT_ONLY"] else 0
+        return e * (K + R * M + cos)
+    n_m = triton.cdiv(M, c["BLOCK_M"])
     if name == "_sine_layer_bwd_kernel":
         R = 1 + kw["D"] + kw["N_LAP"]
         return size(a["go_ptr"]) * (3 * R * M + M)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import sincos, wide
+from fastsiren.kernels._jit_helpers import row_major_tile, sincos, wide
 from fastsiren.kernels._launch import (
     ANY_CLASS,
     COMPILE_OPTIONS,
@@ -38,6 +38,7 @@ from fastsiren.kernels._launch import (
     new_empty,
     pow2,
     prune_by_class,
+    row_major_programs,
     size_bucket,
 )
 from fastsiren.kernels.matmul import matmul
@@ -99,7 +100,7 @@ def _first_layer_fwd_kernel(
     HESS_DIAG: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PREACT_ONLY: tl.constexpr,
-    KEEP_COS: tl.constexpr,  # False only at order 0: skip the cosine, write u to cos_ptr
+    KEEP_COS: tl.constexpr,  # a backward will run: write cos u (else u at order 0, or nothing)
     USE_DOT: tl.constexpr,  # K > FMA_MAX_K: tl.dot over K tiles instead of FMAs
     ACC_DTYPE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -107,9 +108,8 @@ def _first_layer_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_n = tl.program_id(0).to(tl.int64)
-    pid_m = tl.program_id(1).to(tl.int64)
-    pid_b = tl.program_id(2).to(tl.int64)
+    pid_n, pid_m = row_major_tile(M, BLOCK_M)
+    pid_b = tl.program_id(1).to(tl.int64)
     x_ptr += pid_b * stride_xb
     w_ptr += pid_b * stride_wb
     out_ptr += pid_b * stride_ob
@@ -147,12 +147,13 @@ def _first_layer_fwd_kernel(
     offs_o = offs_n[:, None] * stride_on + offs_m[None, :]
     if PREACT_ONLY:
         tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
-    elif not KEEP_COS:  # order-0 inference: nothing reads cos u, return u
+    elif not KEEP_COS and ORDER == 0:  # order-0 inference: nothing reads cos u, return u
         tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
         tl.store(out_ptr + offs_o, tl.sin(u).to(out_ptr.dtype.element_ty), mask=mask_0)
     else:
         s, c = sincos(u)
-        tl.store(cos_ptr + offs_c, c.to(cos_ptr.dtype.element_ty), mask=mask_0)
+        if KEEP_COS:  # a backward will run and reads cos u
+            tl.store(cos_ptr + offs_c, c.to(cos_ptr.dtype.element_ty), mask=mask_0)
         tl.store(out_ptr + offs_o, s.to(out_ptr.dtype.element_ty), mask=mask_0)
         if ORDER >= 1:
             # J = I, L = 0: g_i = omega W[:, i] for every point, so the jets are closed forms.
@@ -317,25 +318,27 @@ def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
         raise ValueError(f"jet layout is over d = {layout.d} coordinates, x has {K}")
     rows = 1 if preact_only else layout.rows
     out = new_empty(B, rows, N, M, like=x)
-    cos = new_empty(B, N, M, like=x)
+    # Without a backward (keep_cos=False) nothing reads cos u past order 0: not even allocated.
+    keep_cos = keep_cos or preact_only
+    cos = new_empty(B, N, M, like=x) if keep_cos or layout.order == 0 else None
     if N == 0 or M == 0:
         return out, cos
 
     use_dot = K > FMA_MAX_K
 
     def grid(meta):
-        return (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"]), B)
+        return (row_major_programs(N, meta["BLOCK_N"], M, meta["BLOCK_M"]), B)
 
     _first_layer_fwd_kernel[grid](
-        x, w, b if b is not None else w, out, cos,
+        x, w, b if b is not None else w, out, cos if cos is not None else out,
         N, M, K, size_bucket(N), float(omega),
         x.stride(0), x.stride(1),
         w.stride(0), w.stride(1),
         b.stride(0) if b is not None else 0,
         out.stride(0), out.stride(1), out.stride(2),
-        cos.stride(0), cos.stride(1),
+        *((cos.stride(0), cos.stride(1)) if cos is not None else (0, 0)),
         ORDER=layout.order, HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None,
-        PREACT_ONLY=preact_only, KEEP_COS=keep_cos or layout.order > 0,
+        PREACT_ONLY=preact_only, KEEP_COS=keep_cos,
         USE_DOT=use_dot,
         ACC_DTYPE=acc_dtype(x.dtype),
         # Only the tl.dot path reads the precision: the FMA path compiles once for every mode.
@@ -362,8 +365,8 @@ def first_layer_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sine layer on the coordinates themselves. Returns (out [B, R, N, M], cos u [B, N, M]).
 
-    With ``keep_cos=False`` at order 0 (inference: nothing needs cos u) the second return value
-    is u itself and the cosine is skipped.
+    ``keep_cos=False`` says no backward will run: at order 0 the second value is u itself (the
+    cosine is skipped), above it cos u is not stored and the second value is None.
     """
     return _first_layer_launch(x, w, b, omega, layout, preact_only=False, keep_cos=keep_cos)
 

@@ -49,7 +49,9 @@ N = 2^20, order 2):
   bf16       pending    pending    pending
   =========  =========  =========  =========
 
-(GPU measurements are pending: these kernels were developed under the interpreter.)
+(GPU measurements are pending: these kernels were developed under the interpreter and checked
+by the offline sm_90a compile; kernels/README.md lists what the first GPU run checks first, the
+compile figures per kernel and what is left of the traffic work.)
 """
 
 from __future__ import annotations

@@ -23,7 +23,13 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import second_order_term, sincos, slab_offsets, wide
+from fastsiren.kernels._jit_helpers import (
+    row_major_tile,
+    second_order_term,
+    sincos,
+    slab_offsets,
+    wide,
+)
 from fastsiren.kernels._launch import (
     COMPILE_OPTIONS,
     acc_dtype,
@@ -34,6 +40,7 @@ from fastsiren.kernels._launch import (
     dot_precision,
     new_empty,
     register_class,
+    row_major_programs,
     size_bucket,
     slab_counts,
 )
@@ -61,9 +68,10 @@ _SINE_FWD_CONFIGS = configs(
 
 # Accumulator values per thread, (1 + D_PAD + L_PAD) BLOCK_N BLOCK_M / (32 num_warps), that the
 # fused forward may hold per register class before a config is dropped untimed. From the sm90
-# compile tier (triton 3.9, sm_90a, d = 3): tf32 holds 144 (255 registers, no spill) and spills
-# at 192; bf16 holds 96; ieee and tf32x3 hold 48 and spill 48-592 B at 96; fp64 spills 12 B at 48.
-MAX_ACC_PER_THREAD = {"tf32": 144, "half": 96, "tf32x3": 48, "ieee": 48, "fp64": 24}
+# compile tier (sm_90a, d = 3), the lower of triton 3.9 and 3.6 (the GPU machines'): tf32 holds
+# 144 with 3.9 but spills 20-32 B at 96 with 3.6; bf16 holds 96 with both; tf32x3 holds 48 and
+# spills 80-592 B at 96; ieee spills 8 B at 48 with 3.6; fp64 spills 12 B at 48.
+MAX_ACC_PER_THREAD = {"tf32": 72, "half": 96, "tf32x3": 48, "ieee": 24, "fp64": 24}
 
 
 def _prune_sine_fwd(candidates, named_args, **constexprs):
@@ -115,16 +123,15 @@ def _sine_layer_fwd_kernel(
     HESS_DIAG: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PREACT_ONLY: tl.constexpr,
-    KEEP_COS: tl.constexpr,  # False only at order 0: skip the cosine, leave u in G / cos_ptr
+    KEEP_COS: tl.constexpr,  # a backward will run: write G (else only u at order 0)
     ACC_DTYPE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_n = tl.program_id(0).to(tl.int64)
-    pid_m = tl.program_id(1).to(tl.int64)
-    pid_b = tl.program_id(2).to(tl.int64)
+    pid_n, pid_m = row_major_tile(M, BLOCK_M)
+    pid_b = tl.program_id(1).to(tl.int64)
     s_ptr += pid_b * stride_sb
     w_ptr += pid_b * stride_wb
     out_ptr += pid_b * stride_ob
@@ -178,17 +185,19 @@ def _sine_layer_fwd_kernel(
     mask_0 = mask_n[:, None] & mask_m[None, :]
     if PREACT_ONLY:
         tl.store(g_ptr + offs_0, u.to(g_ptr.dtype.element_ty), mask=mask_0)
-    elif KEEP_COS:
+    elif KEEP_COS or D > 0:
         s, c = sincos(u)
         tl.store(out_ptr + offs_0, s.to(out_ptr.dtype.element_ty), mask=mask_0)
-        tl.store(g_ptr + offs_0, c.to(g_ptr.dtype.element_ty), mask=mask_0)
+        if KEEP_COS:
+            tl.store(g_ptr + offs_0, c.to(g_ptr.dtype.element_ty), mask=mask_0)
     else:  # order-0 inference: nothing reads cos u, G keeps u
         tl.store(out_ptr + offs_0, tl.sin(u).to(out_ptr.dtype.element_ty), mask=mask_0)
         tl.store(g_ptr + offs_0, u.to(g_ptr.dtype.element_ty), mask=mask_0)
     if D > 0:
         g3 = tl.reshape(acc_g * omega, (D_PAD, BLOCK_N, BLOCK_M))
         offs3, mask3 = slab_offsets(1, D, offs_n, N, offs_m, M, stride_or, stride_on, D_PAD)
-        tl.store(g_ptr + offs3, g3.to(g_ptr.dtype.element_ty), mask=mask3)
+        if KEEP_COS or PREACT_ONLY:
+            tl.store(g_ptr + offs3, g3.to(g_ptr.dtype.element_ty), mask=mask3)
         if not PREACT_ONLY:
             tl.store(out_ptr + offs3, (c[None, :, :] * g3).to(out_ptr.dtype.element_ty),
                      mask=mask3)
@@ -196,7 +205,8 @@ def _sine_layer_fwd_kernel(
             gl3 = tl.reshape(acc_l * omega, (L_PAD, BLOCK_N, BLOCK_M))
             offs3, mask3 = slab_offsets(1 + D, N_LAP, offs_n, N, offs_m, M, stride_or,
                                         stride_on, L_PAD)
-            tl.store(g_ptr + offs3, gl3.to(g_ptr.dtype.element_ty), mask=mask3)
+            if KEEP_COS or PREACT_ONLY:
+                tl.store(g_ptr + offs3, gl3.to(g_ptr.dtype.element_ty), mask=mask3)
             if not PREACT_ONLY:
                 lap = c[None, :, :] * gl3 - s[None, :, :] * second_order_term(g3, HESS_DIAG)
                 tl.store(out_ptr + offs3, lap.to(out_ptr.dtype.element_ty), mask=mask3)
@@ -209,24 +219,27 @@ def _sine_layer_launch(stack, w, b, omega, layout, preact_only, keep_cos=True):
     M = w.shape[1]
     if w.shape[2] != K:
         raise ValueError(f"sine layer weight takes {w.shape[2]} inputs, the stack has {K}")
-    G = new_empty(B, R, N, M, like=stack)
-    out = G if preact_only else new_empty(B, R, N, M, like=stack)
+    # Without a backward (keep_cos=False) nothing reads G past order 0: it is not even allocated.
+    keep_g = preact_only or keep_cos or layout.order == 0
+    out = None if preact_only else new_empty(B, R, N, M, like=stack)
+    G = new_empty(B, R, N, M, like=stack) if keep_g else None
+    out = G if out is None else out
     if N == 0 or M == 0:
         return out, G
 
     def grid(meta):
-        return (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(M, meta["BLOCK_M"]), B)
+        return (row_major_programs(N, meta["BLOCK_N"], M, meta["BLOCK_M"]), B)
 
     _sine_layer_fwd_kernel[grid](
-        stack, w, b if b is not None else w, out, G,
+        stack, w, b if b is not None else w, out, G if keep_g else out,
         N, M, K, size_bucket(N), float(omega),
         stack.stride(0), stack.stride(1), stack.stride(2),
         w.stride(0), w.stride(1),
         b.stride(0) if b is not None else 0,
-        G.stride(0), G.stride(1), G.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
         **slab_counts(layout),
         HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None, PREACT_ONLY=preact_only,
-        KEEP_COS=keep_cos or layout.order > 0, ACC_DTYPE=acc_dtype(stack.dtype),
+        KEEP_COS=keep_cos, ACC_DTYPE=acc_dtype(stack.dtype),
         INPUT_PRECISION=dot_precision(stack.dtype, current_input_precision()),
         **COMPILE_OPTIONS,
     )
@@ -257,6 +270,8 @@ def sine_layer_fwd(
     layout: JetLayout,
     keep_cos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0
-    (left as u when ``keep_cos=False`` at order 0, where nothing else needs the cosine)."""
+    """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0.
+
+    ``keep_cos=False`` says no backward will run: at order 0 G holds u (the cosine is skipped),
+    above it G is neither computed nor allocated and the second value is None."""
     return _sine_layer_launch(stack, w, b, omega, layout, preact_only=False, keep_cos=keep_cos)
