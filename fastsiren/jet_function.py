@@ -21,9 +21,10 @@ same. Graphs are compiled per shape (a fit has one or two: the full chunk and th
 torch for the process; the eager functions stay the default because compiling costs up to a minute
 per shape here, which only a fit of many steps amortises (and CI would pay per test shape). In
 torch 2.13 the ops' ``out=`` writes into slab views break the trace into several graphs per
-layer, and with batched weights AOTAutograd rejects the aliased views: those calls run eagerly
-(one warning). Measured side by side in one process on the shared 2-core CPU (load ~15, so
-absolute times are ~5x a quiet machine's), 2->64x3->1, N = 16384, fp32, interleaved medians:
+layer; with batched weights (B > 1) AOTAutograd rejects the aliased views in the forward and
+dynamo fails inside the resumed backward graph (IndexError), so batched calls always run
+eagerly. Measured side by side in one process on the shared 2-core CPU (load ~15, so absolute times
+are ~5x a quiet machine's), 2->64x3->1, N = 16384, fp32, interleaved medians:
 Laplacian training step: torch.compile(naive jets) 5.78 s, eager chunks 18.2 s (0.32x of it),
 compiled chunks 7.88 s (0.73x); order-2 jet forward: 1.38 s, 3.68 s (0.38x), 2.75 s (0.50x).
 """
@@ -109,7 +110,8 @@ class SirenJetFunction(torch.autograd.Function):
         out = x.new_empty(B, layout.rows, N, widths[-1])
         saved = []
         needs_grad = any(ctx.needs_input_grad)
-        forward_chunk = _compiled(_forward_chunk) if settings.compiled else _forward_chunk
+        ctx.compiled = settings.compiled and B == 1
+        forward_chunk = _compiled(_forward_chunk) if ctx.compiled else _forward_chunk
         for points in ctx.chunks:
             chunk_out, stacks, preacts = forward_chunk(x[:, points], weights, biases, settings,
                                                        needs_grad)
@@ -141,7 +143,7 @@ class SirenJetFunction(torch.autograd.Function):
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
         grads = ChunkGradients(x, n_layers, need_x)
-        backward_chunk = _compiled(_backward_chunk) if ctx.settings.compiled else _backward_chunk
+        backward_chunk = _compiled(_backward_chunk) if ctx.compiled else _backward_chunk
         for points, (stacks, preacts) in zip(ctx.chunks, ctx.saved_chunks):
             grads.add(points, *backward_chunk(
                 grad_out[:, :, points], x[:, points], out[:, :, points], stacks, preacts,

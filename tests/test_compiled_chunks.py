@@ -31,3 +31,13 @@ def test_compile_switch_is_validated(monkeypatch):
 
     monkeypatch.delenv(env.COMPILE)
     assert env.compile_jets() is False  # eager by default
+
+
+def test_compile_switch_runs_batched_weights_eagerly_and_exactly(gen, monkeypatch):
+    # Batched weights (B > 1) break dynamo's backward graph (an IndexError inside the resumed
+    # graph, torch 2.13), so with the switch on they take the eager chunk functions.
+    monkeypatch.setenv(env.COMPILE, "1")
+    jet_function._COMPILED.clear()
+    case = (2, 19, 2, 8, 1, 1, True, 30.0)  # B = 2, order 2
+    check(run_both(gen, case, 2, False, torch.float64), F64_TOL, 1e-10)
+    assert jet_function._compiled_chunk_fns() == []  # nothing went through torch.compile
