@@ -27,40 +27,22 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-# The minimal task of fastsiren/tasks/base.py's docstring, as written there.
-@dataclass
-class ToneSettings(FitSettings):
-    # a sine tone sampled at 512 points
-    cycles: float = setting(5.0, "periods of the tone over [-1, 1]", positive=True)
-    steps: int | None = setting(None, "optimizer steps", positive=True, cpu=200, cuda=1000)
+def _docstring_example() -> dict:
+    """The minimal task of fastsiren/tasks/base.py's docstring, executed as written there (so the
+    documentation cannot drift from what the loop accepts)."""
+    import textwrap
+
+    import fastsiren.tasks.base as base
+
+    code = textwrap.dedent(base.__doc__.split("A minimal task, complete")[1].split("::\n", 1)[1])
+    namespace = {"dataclass": dataclass, "math": math, "torch": torch,
+                 "FitSettings": FitSettings, "Task": Task, "setting": setting}
+    exec(compile(code, base.__file__, "exec"), namespace)
+    return namespace
 
 
-class ToneTask(Task):
-    name = "tone"
-    settings_class = ToneSettings
-    order = 0
-    progress_metric = "mse"
-    example = "fastsiren fit tone --cycles 8 --out runs/tone"
-
-    def __init__(self, settings, context):
-        super().__init__(settings, context)
-        self.in_features = self.out_features = 1
-        t = torch.linspace(-1, 1, 512, device=context.device)[:, None]
-        self.batch = {"coords": t, "target": torch.sin(math.pi * settings.cycles * t)}
-
-    def sample(self, step, generator):
-        return self.batch
-
-    def loss(self, jet, batch):
-        mse = (jet.value - batch["target"]).square().mean()
-        return mse, {"mse": mse.detach()}
-
-    def evaluate(self, model):
-        with torch.no_grad():
-            return {"mse": self.loss(self.jet(model, self.batch), self.batch)[0].item()}
-
-    def write_outputs(self, model, out_dir):
-        return []
+_EXAMPLE = _docstring_example()
+ToneSettings, ToneTask = _EXAMPLE["ToneSettings"], _EXAMPLE["ToneTask"]
 
 
 class NoisyToneTask(ToneTask):
