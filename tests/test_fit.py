@@ -140,3 +140,14 @@ def test_settings_defaults_depend_on_the_device_and_are_checked():
             ToneSettings(**bad).validate()
     with pytest.raises(InputError, match="unknown setting"):
         fs.fit(ToneTask, stpes=3)
+
+
+def test_a_new_run_never_replaces_an_existing_one_by_accident(tmp_path):
+    fs.fit(ToneTask, out=tmp_path, steps=2, progress=False, **TINY)
+    before = _weights(tmp_path)
+    with pytest.raises(InputError, match="already holds a run.*--resume.*--overwrite"):
+        fs.fit(ToneTask, out=tmp_path, steps=2, seed=1, progress=False, **TINY)
+    for key, value in _weights(tmp_path).items():  # nothing written
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    fs.fit(ToneTask, out=tmp_path, steps=2, seed=1, overwrite=True, progress=False, **TINY)
+    assert load_checkpoint(tmp_path)["step"] == 2

@@ -88,6 +88,8 @@ def build_fit_parser() -> argparse.ArgumentParser:
         sub.add_argument("--resume", metavar="DIR", default=None,
                          help="continue the run in DIR from its checkpoint (its settings; "
                          "--steps may be raised)")
+        sub.add_argument("--overwrite", action="store_true",
+                         help="replace the run already in --out (refused otherwise)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         add_settings_options(sub, task.settings_class)
     return parser
@@ -101,13 +103,14 @@ def _fit(args: argparse.Namespace) -> int:
     options = vars(parsed)
     task, out, resume = options.pop("task"), options.pop("out"), options.pop("resume")
     quiet, inputs = options.pop("quiet"), options.pop("input")
+    overwrite = options.pop("overwrite")
     if resume is not None and out is not None and out != resume:
         raise InputError(f"--resume {resume} and --out {out} name different folders; "
                          "a resumed run writes into its own folder")
     settings = {k: v for k, v in options.items() if v is not None}
     try:
         result = fit(task, inputs or None, out=resume or out, resume=resume is not None,
-                     progress=not quiet, **settings)
+                     overwrite=overwrite, progress=not quiet, **settings)
     except KeyboardInterrupt as exc:  # FitInterrupted (a checkpoint was written) or earlier
         reason = str(exc) if isinstance(exc, FitInterrupted) else "interrupted"
         print(f"fastsiren fit {task}: {reason}", file=sys.stderr)

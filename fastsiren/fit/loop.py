@@ -68,6 +68,7 @@ def fit(
     out: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     **settings: Any,
 ) -> FitResult:
@@ -79,6 +80,8 @@ def fit(
         out: the run folder (default ``runs/<task>``); created if missing.
         resume: continue the run in ``out`` from its checkpoint (its saved settings are used;
             only ``steps``, ``log_every`` and ``checkpoint_every`` may be changed).
+        overwrite: start afresh in an ``out`` that already holds a run (otherwise refused, so
+            that a rerun never replaces a finished or stopped run by accident).
         progress: show a progress bar.
         **settings: fields of the task's settings dataclass (``steps=500, lr=1e-4, ...``).
 
@@ -96,6 +99,10 @@ def fit(
     if resume:
         checkpoint, settings_obj = _resume_settings(task_cls, out_dir, settings)
     else:
+        if not overwrite and (out_dir / CHECKPOINT_NAME).is_file():
+            raise InputError(
+                f"--out {out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with "
+                f"--resume {out_dir}, choose another --out, or pass --overwrite to replace it")
         settings_obj = settings_from_kwargs(task_cls.settings_class, settings)
     settings_obj.validate()
     context = _make_context(settings_obj.device)
