@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,21 +26,19 @@ import numpy as np
 import torch
 
 import fastsiren as fs
+from fastsiren.benchmark import machine_info
 from fastsiren.io import read_image, write_image
 from fastsiren.tasks.image import sample_image_path
 
 
-def machine() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = "?"
-    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
-              else f"{platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} torch threads")
-    return {"device": device, "torch": torch.__version__, "fastsiren": fs.__version__,
-            "commit": commit}
+def publish(report: dict, json_path: Path | None) -> None:
+    """Print a measurement with the benchmark suite's machine line, and write it as JSON."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    text = json.dumps({"machine": machine_info(device), **report}, indent=2)
+    print(text)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
 
 
 def fidelity(args) -> dict:
@@ -110,13 +106,7 @@ def main(argv=None) -> int:
     args.size = args.size or defaults[0]
     args.width = args.width or defaults[1]
     args.steps = args.steps or defaults[2]
-    report = {"machine": machine(), **(fidelity(args) if args.what == "fidelity"
-                                        else many(args))}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    publish(fidelity(args) if args.what == "fidelity" else many(args), args.json)
     return 0
 
 

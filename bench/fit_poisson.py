@@ -14,12 +14,11 @@ least-squares gain and offset), their difference, and both training times (the l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from fit_image import machine  # the machine line of the image measurements
+from fit_image import publish  # the image measurements' report format and machine line
 
 import fastsiren as fs
 
@@ -55,12 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    report = {"machine": machine(), **fidelity(args)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    publish(fidelity(args), args.json)
     return 0
 
 
