@@ -105,3 +105,13 @@ def test_bad_inputs_fail_in_one_line(tmp_path, capsys):
         fit("helmholtz", out=tmp_path / "run", velocity="blob", progress=False)
     assert physics.VELOCITY_MODELS == ("uniform", "square", "circle")
     assert not (tmp_path / "run").exists()
+
+
+def test_device_defaults_keep_the_official_run_on_cuda():
+    cpu = HelmholtzSettings().resolved(torch.device("cpu"))
+    assert (cpu.steps, cpu.points, cpu.near_points, cpu.width) == (3000, 4096, 1024, 128)
+    cpu.validate()
+    cuda = HelmholtzSettings().resolved(torch.device("cuda"))
+    assert (cuda.steps, cuda.points, cuda.near_points, cuda.lr) == (50000, 52900, 0, 2e-5)
+    with pytest.raises(InputError, match="--near-points"):
+        HelmholtzSettings(points=1100).resolved(torch.device("cpu")).validate()
