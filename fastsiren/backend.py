@@ -276,11 +276,23 @@ def run_siren_jet(
     from fastsiren.adjoint import SirenGradFunction
     from fastsiren.jet_function import SirenJetFunction, SirenJetSettings
 
+    if not torch.is_grad_enabled():
+        # Inference (torch.no_grad): a Function sees its inputs' requires_grad, not the grad
+        # mode it was applied under, so with trainable weights it would keep every layer's
+        # intermediates and cosines for a backward that cannot come. Detached, it keeps none.
+        x = x.detach()
+        weights = [w.detach() for w in weights]
+        biases = [b if b is None else b.detach() for b in biases]
+
     n_out = weights[-1].shape[-2]
     if prefers_adjoint(name, layout.order, layout.d, n_out):
         settings = SirenJetSettings(omegas, outermost_linear, layout)
         value, grad = SirenGradFunction.apply(x, settings, *weights, *biases)
         return Jet(value, grad.permute(0, 2, 1, 3))
-    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops_for(name),
-                                compiled=name == "torch" and env.compile_jets())
+    ops, compiled = ops_for(name), name == "torch" and env.compile_jets()
+    if compiled:
+        from fastsiren.fused_epilogues import FUSED_OPS
+
+        ops = FUSED_OPS
+    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops, compiled)
     return Jet.from_stack(SirenJetFunction.apply(x, settings, *weights, *biases), layout)

@@ -14,19 +14,13 @@ memory, one more matmul per layer.
 Backward under ``create_graph=True`` (nested autograd through the model) cannot use the hand VJP,
 whose inputs were saved without a graph; it goes through ``fastsiren.nested_autograd`` instead.
 
-Compiled chunks (torch backend, ``FASTSIREN_COMPILE=1``): the per-chunk forward and backward are
-plain tensor functions, so ``torch.compile`` can fuse their elementwise epilogues into fewer loops
-than the eager ops' separate passes; the Function, its chunking and its saved tensors stay the
-same. Graphs are compiled per shape (a fit has one or two: the full chunk and the last), cached by
-torch for the process; the eager functions stay the default because compiling costs up to a minute
-per shape here, which only a fit of many steps amortises (and CI would pay per test shape). In
-torch 2.13 the ops' ``out=`` writes into slab views break the trace into several graphs per
-layer; with batched weights (B > 1) AOTAutograd rejects the aliased views in the forward and
-dynamo fails inside the resumed backward graph (IndexError), so batched calls always run
-eagerly. Measured side by side in one process on the shared 2-core CPU (load ~15, so absolute times
-are ~5x a quiet machine's), 2->64x3->1, N = 16384, fp32, interleaved medians:
-Laplacian training step: torch.compile(naive jets) 5.78 s, eager chunks 18.2 s (0.32x of it),
-compiled chunks 7.88 s (0.73x); order-2 jet forward: 1.38 s, 3.68 s (0.38x), 2.75 s (0.50x).
+Compiled chunks (torch backend, ``FASTSIREN_COMPILE=1``): the per-chunk forward and backward
+are plain tensor functions, so with the ops' epilogues in their traceable form
+(``fastsiren.fused_epilogues``) ``torch.compile`` turns each into one graph, matmuls and fused
+elementwise loops with planned buffers; the Function, its chunking and its saved tensors stay
+the same. Graphs are compiled per chunk shape (a fit has one or two), cached by torch for the
+process and by inductor on disk; the eager functions stay the default because a first compile
+costs seconds to a minute, which only a fit of many steps amortises.
 """
 
 from __future__ import annotations
@@ -55,7 +49,7 @@ class SirenJetSettings:
     layout: JetLayout  # which slabs the jet holds
     recompute: bool = False  # redo each layer's matmul in backward instead of saving it
     ops: JetOps | None = None  # the backend's per-layer ops (the adjoint sweep needs none)
-    compiled: bool = False  # run the chunk functions through torch.compile (torch ops only)
+    compiled: bool = False  # run the chunk functions through torch.compile (traceable ops)
 
 
 def point_chunks(n_points: int, chunk: int) -> list[slice]:
@@ -110,8 +104,7 @@ class SirenJetFunction(torch.autograd.Function):
         out = x.new_empty(B, layout.rows, N, widths[-1])
         saved = []
         needs_grad = any(ctx.needs_input_grad)
-        ctx.compiled = settings.compiled and B == 1
-        forward_chunk = _compiled(_forward_chunk) if ctx.compiled else _forward_chunk
+        forward_chunk = _compiled(_forward_chunk) if settings.compiled else _forward_chunk
         for points in ctx.chunks:
             chunk_out, stacks, preacts = forward_chunk(x[:, points], weights, biases, settings,
                                                        needs_grad)
@@ -143,7 +136,7 @@ class SirenJetFunction(torch.autograd.Function):
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
         grads = ChunkGradients(x, n_layers, need_x)
-        backward_chunk = _compiled(_backward_chunk) if ctx.compiled else _backward_chunk
+        backward_chunk = _compiled(_backward_chunk) if ctx.settings.compiled else _backward_chunk
         for points, (stacks, preacts) in zip(ctx.chunks, ctx.saved_chunks):
             grads.add(points, *backward_chunk(
                 grad_out[:, :, points], x[:, points], out[:, :, points], stacks, preacts,
@@ -156,22 +149,20 @@ _COMPILED: dict = {}  # chunk function -> its torch.compile wrapper, made once p
 
 
 def _compiled(chunk_fn):
-    """``torch.compile`` of a chunk function; static shapes, so each chunk shape gets its own
-    graph (compiled on a new shape, cached by torch after). Where compilation fails, that call
-    runs eagerly, with one warning per kind of failure."""
+    """``torch.compile`` of a chunk function. Where compilation fails (no C++ compiler, say)
+    the call runs eagerly, with one warning per kind of failure."""
     if chunk_fn not in _COMPILED:
-        graph = torch.compile(chunk_fn, dynamic=False)
+        graph = torch.compile(chunk_fn)
 
         @functools.wraps(chunk_fn)
         def run(*args):
             # Detached inputs: the hand VJP does the differentiating, so the graphs are
-            # inference graphs (AOTAutograd would otherwise trace a joint graph for inputs
-            # that require grad, and reject the in-place epilogues on views).
+            # inference graphs (AOTAutograd would otherwise trace a joint graph).
             args = [_detached(a) for a in args]
             try:
                 return graph(*args)
             except torch._dynamo.exc.BackendCompilerFailed as exc:
-                _warn_compile_failed(chunk_fn.__name__, " ".join(str(exc).splitlines()[1:2]))
+                _warn_compile_failed(chunk_fn.__name__, " ".join(str(exc).splitlines()[:1]))
                 return chunk_fn(*args)
 
         _COMPILED[chunk_fn] = run
@@ -190,11 +181,6 @@ def _detached(arg):
 def _warn_compile_failed(name: str, reason: str) -> None:
     warnings.warn(f"fastsiren: torch.compile of {name} failed, running it eagerly ({reason})",
                   stacklevel=4)
-
-
-def _compiled_chunk_fns() -> list:
-    """The chunk functions that have run compiled in this process (for tests)."""
-    return list(_COMPILED)
 
 
 def _forward_chunk(x, weights, biases, settings, for_backward):

@@ -60,3 +60,25 @@ def test_reference_branch_returns_an_engine_jet(gen):
     model = fs.Siren(2, 8, 1, 1, outermost_linear=True, backend="reference").double()
     jet = model.jet(torch.rand(5, 2, generator=gen, dtype=torch.float64), order=2)
     assert isinstance(jet, fs.Jet) and set(jet.fields()) == {"value", "grad", "lap"}
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_inference_keeps_nothing_for_backward(monkeypatch, grad_enabled):
+    # Trainable weights under torch.no_grad: the forward must not keep intermediates (or
+    # compute the backward-only cosines) for a backward that cannot come.
+    import fastsiren as fs
+    from fastsiren import jet_function
+
+    seen = []
+    original = jet_function._forward_chunk
+
+    def recording(x, weights, biases, settings, for_backward):
+        seen.append(for_backward)
+        return original(x, weights, biases, settings, for_backward)
+
+    monkeypatch.setattr(jet_function, "_forward_chunk", recording)
+    model = fs.Siren(2, 8, 1, 1)
+    with torch.set_grad_enabled(grad_enabled):
+        jet = model.jet(torch.rand(5, 2), order=2)
+    assert seen == [grad_enabled]
+    assert (jet.lap.grad_fn is not None) == grad_enabled
