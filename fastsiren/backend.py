@@ -260,6 +260,7 @@ def run_siren_jet(
     outermost_linear: bool,
     recompute: bool,
     name: str,
+    compile_chunks: bool | None = None,
 ) -> Jet:
     """The jet of a SIREN on concrete backend ``name`` from canonical arguments: x [B, N, d],
     weights [B, M, K] and biases [B, M] (or None), validated and contiguous. Returns the ``Jet``
@@ -289,7 +290,9 @@ def run_siren_jet(
         settings = SirenJetSettings(omegas, outermost_linear, layout)
         value, grad = SirenGradFunction.apply(x, settings, *weights, *biases)
         return Jet(value, grad.permute(0, 2, 1, 3))
-    ops, compiled = ops_for(name), name == "torch" and env.compile_jets()
+    if compile_chunks is None:
+        compile_chunks = env.compile_jets()
+    ops, compiled = ops_for(name), name == "torch" and compile_chunks
     if compiled:
         from fastsiren.fused_epilogues import FUSED_OPS
 

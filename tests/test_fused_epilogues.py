@@ -96,3 +96,16 @@ def test_compile_switch_is_validated(monkeypatch):
 
     monkeypatch.delenv(env.COMPILE)
     assert env.compile_jets() is False  # eager by default
+
+
+def test_explicit_argument_wins_over_the_environment(gen, monkeypatch):
+    import fastsiren as fs
+
+    monkeypatch.setenv(env.COMPILE, "1")
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    model = fs.Siren(2, 8, 1, 1, compile_chunks=False)
+    model.jet(torch.rand(5, 2, generator=gen), order=2).lap.sum().backward()
+    assert counters["stats"]["unique_graphs"] == 0
+    assert "compile_chunks=False" in repr(model)
