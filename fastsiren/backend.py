@@ -108,6 +108,13 @@ class JetOps(Protocol):
     ) -> torch.Tensor:
         """G = S (omega W)^T with omega b on the value slab: [B, R, N, M]."""
 
+    def sine_layer_saved(
+        self, stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float
+    ) -> torch.Tensor:
+        """What ``sine_layer_fwd`` returns for ``sine_layer_bwd`` (its G), recomputed from the
+        layer's input for ``recompute=True``: G with cos u over u in slab 0, except where a
+        backend keeps u and takes the cosine in backward (the compiled torch epilogues)."""
+
     def sine_layer_fwd(
         self,
         stack: torch.Tensor,

@@ -7,7 +7,8 @@ elementwise op. The per-layer math comes from a backend's ops (``fastsiren.backe
 ``fastsiren.sine_jet`` for torch, ``fastsiren.kernels.sine_jet`` for Triton).
 
 Saved for backward, per layer: its input stack (the previous layer's output, which exists anyway)
-and, unless ``recompute=True``, its matmul output G with cos u in slab 0. ``recompute=True`` keeps
+and, unless ``recompute=True``, its matmul output G (with cos u in slab 0 on the eager and Triton
+backends; ``JetOps.sine_layer_saved`` says what each keeps). ``recompute=True`` keeps
 only the inputs and redoes each layer's matmul and cosine during backward: about half the saved
 memory, one more matmul per layer.
 
@@ -229,11 +230,8 @@ def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, settings, ne
                 grad, x, w, omega, layout, s, cos_u, need_x_grad=need_x, has_bias=has_bias
             )
         else:
-            if settings.recompute:
-                G = ops.sine_layer_preact(stacks[l - 1], w, b, omega)
-                G[:, 0].cos_()
-            else:
-                G = preacts[l]
+            G = ops.sine_layer_saved(stacks[l - 1], w, b, omega) if settings.recompute else (
+                preacts[l])
             grad, grad_w[l], grad_b[l] = ops.sine_layer_bwd(
                 grad, stacks[l - 1], w, omega, layout, s, G, has_bias=has_bias
             )

@@ -167,9 +167,10 @@ class EagerEpilogues:
 
     - ``first_forward(u, g, layout, keep_cos) -> (out, cos u)``, u [B, N, M], g = (omega W)^T
       [B, d, M]; at order 0 with ``keep_cos=False`` the second value is u itself.
-    - ``sine_forward(G, layout, keep_cos) -> out``, writing cos u over u in G's slab 0 (at
-      order 0 only when ``keep_cos``).
-    - ``sine_backward(grad_out, G, s, layout) -> Ḡ`` [B, R, N, M], G holding cos u in slab 0.
+    - ``sine_forward(G, layout, keep_cos) -> out``, leaving in G what ``sine_backward`` reads
+      (here cos u over u in slab 0, at order 0 only when ``keep_cos``).
+    - ``saved_preact(G) -> G``: a fresh matmul output made into what ``sine_forward`` leaves.
+    - ``sine_backward(grad_out, G, s, layout) -> Ḡ`` [B, R, N, M].
     - ``first_backward(grad_out, s, c, g, layout) -> (ū [B, N, M], ḡ [B, d, M] or None)``,
       ḡ = d loss / d g summed over the points.
     """
@@ -211,6 +212,12 @@ class EagerEpilogues:
             else:
                 ol[:, 0].addcmul_(s, _sum_of_squares(gj), value=-1.0)
         return out
+
+    @staticmethod
+    def saved_preact(G):
+        """What ``sine_forward`` leaves in G for backward: cos u over u in slab 0."""
+        G[:, 0].cos_()
+        return G
 
     @staticmethod
     def sine_backward(grad_out, G, s, layout: JetLayout):
@@ -326,6 +333,12 @@ class TorchJetOps:
         G = sine_layer_preact(stack, w, b, omega)
         return self.epilogues.sine_forward(G, layout, keep_cos), G
 
+    def sine_layer_saved(
+        self, stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float
+    ) -> torch.Tensor:
+        """G as ``sine_layer_fwd`` keeps it for backward, recomputed (``recompute=True``)."""
+        return self.epilogues.saved_preact(sine_layer_preact(stack, w, b, omega))
+
     def sine_layer_bwd(
         self,
         grad_out: torch.Tensor,
@@ -352,4 +365,5 @@ EAGER_OPS = TorchJetOps(EagerEpilogues)
 first_layer_fwd = EAGER_OPS.first_layer_fwd
 first_layer_bwd = EAGER_OPS.first_layer_bwd
 sine_layer_fwd = EAGER_OPS.sine_layer_fwd
+sine_layer_saved = EAGER_OPS.sine_layer_saved
 sine_layer_bwd = EAGER_OPS.sine_layer_bwd

@@ -22,15 +22,18 @@ def _signature_without_self(fn) -> list[tuple[str, object, object]]:
     return [(p.name, p.kind, p.default) for p in params]
 
 
-@pytest.mark.parametrize("name", sorted(backend.OPS_MODULES))
+@pytest.mark.parametrize("name", [*sorted(backend.OPS_MODULES), "torch, compiled chunks"])
 def test_ops_modules_implement_the_contract(name):
     if name == "triton":
         pytest.importorskip("triton")
-    ops = backend.ops_for(name)
+    if name == "torch, compiled chunks":
+        from fastsiren.fused_epilogues import FUSED_OPS as ops
+    else:
+        ops = backend.ops_for(name)
     assert isinstance(ops, backend.JetOps)
     members = [n for n, v in vars(backend.JetOps).items()
                if callable(v) and not n.startswith("_")]
-    assert len(members) == 9, members
+    assert len(members) == 10, members
     for member in members:
         assert _signature_without_self(getattr(ops, member)) == _signature_without_self(
             getattr(backend.JetOps, member)
