@@ -102,14 +102,18 @@ class SirenJetFunction(torch.autograd.Function):
         B, N, _ = x.shape
         widths = [w.shape[1] for w in weights]
         ctx.chunks = point_chunks(N, ops.points_per_chunk(N, layout.rows, max(widths), x))
-        out = x.new_empty(B, layout.rows, N, widths[-1])
+        # one chunk (all points on GPU; up to ~4 MiB of jet on CPU): its output is the output
+        out = x.new_empty(B, layout.rows, N, widths[-1]) if len(ctx.chunks) > 1 else None
         saved = []
         needs_grad = any(ctx.needs_input_grad)
         forward_chunk = _compiled(_forward_chunk) if settings.compiled else _forward_chunk
         for points in ctx.chunks:
             chunk_out, stacks, preacts = forward_chunk(x[:, points], weights, biases, settings,
                                                        needs_grad)
-            out[:, :, points] = chunk_out
+            if out is None:
+                out = chunk_out.contiguous()
+            else:
+                out[:, :, points] = chunk_out
             if needs_grad:  # otherwise each chunk's intermediates are freed right away
                 saved.append((stacks, None if settings.recompute else preacts))
 
