@@ -34,7 +34,7 @@ class Provider:
     ``make(problem)`` returns ``jet(x, params) -> dict`` (see ``jet_dict``) or raises
     ``Unsupported``. ``compiled`` providers are wrapped in ``torch.compile`` (jet and loss
     together for training steps); their first call is timed apart as the compile time.
-    ``self_compiling`` providers compile inside (fastsiren's fused epilogues): not wrapped, but
+    ``self_compiling`` providers compile inside (fastsiren's compiled chunks): not wrapped, but
     their first call is timed apart as the compile time too.
     ``algorithm(case)`` names the bare-GEMM bound the provider is held to (see ``gemm``).
     Providers are pickled into the CPU memory-measuring child process, so ``make`` and
@@ -242,7 +242,7 @@ PROVIDERS: dict[str, Provider] = {
                  _collapsed_taylor_fn, omits=("grad",)),
         Provider("fastsiren-torch", "fastsiren torch", functools.partial(_fastsiren_fn, "torch"),
                  algorithm=_fastsiren_torch_algorithm),
-        Provider("fastsiren-torch-compiled", "fastsiren torch, fused (torch.compile)",
+        Provider("fastsiren-torch-compiled", "fastsiren torch, compiled chunks",
                  functools.partial(_fastsiren_fn, "torch", fuse_epilogues=True),
                  self_compiling=True, algorithm=_fastsiren_torch_algorithm),
         Provider(
