@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 # The official experiments' constants (dataio.SingleHelmholtzSource, dataio.WaveSource).
+HELMHOLTZ_WAVENUMBER = 20.0  # k of the background medium
+HELMHOLTZ_AMPLITUDE = 1 + 1j  # the source's complex amplitude s
 HELMHOLTZ_SIGMA = 1e-4  # variance of the Gaussian source (standard deviation 0.01)
 HELMHOLTZ_SOURCE_POINTS = 100  # extra points drawn near the source every step
 WAVE_SIGMA = 5e-4  # variance of the initial Gaussian pulse (standard deviation 0.022)

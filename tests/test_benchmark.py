@@ -20,13 +20,14 @@ TINY = dict(d=2, width=8, n=32)
 
 
 def _wrong_lap(prob):
-    """fastsiren's jet with the Laplacian 1 % off: fast and wrong."""
+    """fastsiren's jet with the second derivatives 1 % off: fast and wrong."""
     jet = fb.PROVIDERS["fastsiren-torch"].make(prob)
 
     def wrong(x, params):
         out = jet(x, params)
-        if "lap" in out:
-            out["lap"] = out["lap"] * 1.01
+        for name in ("lap", "hess_diag"):
+            if name in out:
+                out[name] = out[name] * 1.01
         return out
 
     return wrong
@@ -51,7 +52,9 @@ def runner():
     return fb.Runner(settings, providers)
 
 
-@pytest.mark.parametrize("workload", ["jet2", "step_lap", "batched_step_lap", "hessdiag"])
+@pytest.mark.parametrize(
+    "workload", ["jet2", "step_lap", "batched_step_lap", "hessdiag", "step_helmholtz"]
+)
 def test_runner_verifies_before_timing(runner, workload):
     case = fb.Case(workload, batch=2 if fb.WORKLOADS[workload].batched else 1, **TINY)
     names = ["autograd", "fastsiren-torch", "fastsiren-triton", "wrong", "nothing", *fb.BOUNDS]
@@ -127,6 +130,18 @@ def test_gemm_shapes_count_the_jet_rows():
     assert len(fb.gemm_shapes(step, "adjoint")) == 9 + 4 * 3 + 3 + 2
     with pytest.raises(ValueError, match="order 1"):
         fb.gemm_shapes(fb.Case("jet2", d=3, width=8, n=4), "adjoint")
+    # The Helmholtz step: d + 1 + d slabs, two outputs from the final layer.
+    helmholtz = fb.gemm_shapes(fb.Case("step_helmholtz", d=2, width=64, n=100))
+    assert helmholtz[1] == (1, 5 * 100, 64, 64) and (1, 5 * 100, 64, 2) in helmholtz
+
+
+def test_helmholtz_step_is_defined_in_two_dimensions_only():
+    cases = fb.Sweep(("step_helmholtz", "jet2"), (2, 3), (8,), (32,)).cases()
+    assert [(c.workload, c.d) for c in cases] == [
+        ("step_helmholtz", 2), ("jet2", 2), ("jet2", 3)]
+    assert all(c.d == 2 for p in fb.PRESETS for c in fb.cases_for_preset(p)
+               if c.workload == "step_helmholtz")
+    assert any(c.workload == "step_helmholtz" for c in fb.cases_for_preset("quick"))
 
 
 def _row(provider, median, spread=0.0, algorithm="forward"):

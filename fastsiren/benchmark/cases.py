@@ -9,6 +9,7 @@ DEPTH = 3  # hidden layers, as the SIREN paper's image and SDF fits
 OUT_FEATURES = 1
 OMEGA = 30.0
 DEFAULT_BATCH = 8  # networks in the batched-weights workloads
+HELMHOLTZ_OFFICIAL_BATCH = 230**2  # points per step of the official Helmholtz experiment
 
 
 # ---------------------------------------------------------------------------------------------
@@ -21,8 +22,14 @@ class Workload:
     title: str
     order: int
     hessian_diag: bool = False
-    loss: str | None = None  # None: forward only; "value", "grad" or "lap": a training step
+    # None: forward only; "value", "grad", "lap" or "helmholtz": a training step
+    loss: str | None = None
     batched: bool = False
+    out_features: int = OUT_FEATURES
+    only_d: int | None = None  # a workload defined for one input dimension (None: any)
+
+    def accepts(self, d: int) -> bool:
+        return self.only_d is None or d == self.only_d
 
     @property
     def train(self) -> bool:
@@ -52,6 +59,12 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "batched_step_lap", "batched weights: training step, Laplacian loss", 2,
             loss="lap", batched=True,
+        ),
+        # The Helmholtz task's step (fastsiren.physics): the PML residual of a complex field (two
+        # outputs) from the value, gradient and per-axis second derivatives on [-1, 1]².
+        Workload(
+            "step_helmholtz", "training step, Helmholtz PML residual (2 outputs)", 2,
+            hessian_diag=True, loss="helmholtz", out_features=2, only_d=2,
         ),
     ]
 }
@@ -92,6 +105,7 @@ class Sweep:
         return [
             Case(w, d, width, n, self.batch if WORKLOADS[w].batched else 1)
             for w, d, width, n in itertools.product(self.workloads, self.ds, self.widths, self.ns)
+            if WORKLOADS[w].accepts(d)
         ]
 
 
@@ -107,7 +121,10 @@ PRESETS: dict[str, dict] = {
     ),
     # `fastsiren bench --quick`: the headline workloads at one size, < 1 min on 2 CPU cores.
     "quick": dict(
-        sweeps=[Sweep(("value", "jet2", "step_lap"), (2,), (128,), (4096,))],
+        sweeps=[
+            Sweep(("value", "jet2", "step_lap"), (2,), (128,), (4096,)),
+            Sweep(("step_helmholtz",), (2,), (64,), (1024,)),
+        ],
         min_time=0.1, min_reps=3, warmup=1,
     ),
     # The checked-in CPU set (7-10 min on 2 cores, compile times included): an N sweep of the
@@ -138,6 +155,7 @@ PRESETS: dict[str, dict] = {
             Sweep(("jet2", "step_lap"), (2,), (64, 128, 256), tuple(4**k for k in range(6, 11))),
             Sweep(UNBATCHED, (1, 2, 3), (64, 256), (2**16, 2**20)),
             Sweep(BATCHED, (2,), (64, 256), (2**14,), batch=32),
+            Sweep(("step_helmholtz",), (2,), (256,), (HELMHOLTZ_OFFICIAL_BATCH,)),
         ],
         min_time=0.0, min_reps=0, warmup=1,
     ),

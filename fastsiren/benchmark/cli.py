@@ -69,7 +69,8 @@ def resolve_cases(args) -> tuple[str, list[Case]]:
             for d, w, n in itertools.product(overrides["d"] or [c.d], overrides["width"]
                                              or [c.width], overrides["n"] or [c.n]):
                 batch = (args.batch or c.batch) if c.spec.batched else 1
-                seen.setdefault(Case(c.workload, d, w, n, batch))
+                if c.spec.accepts(d):
+                    seen.setdefault(Case(c.workload, d, w, n, batch))
         cases = list(seen)
     return preset, cases
 

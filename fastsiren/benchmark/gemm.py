@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from .cases import DEPTH, OUT_FEATURES, Case
+from .cases import DEPTH, Case
 
 # Bound rows (not providers), and the algorithm each one bounds.
 BOUND = "gemm"
@@ -49,12 +49,12 @@ def gemm_shapes(case: Case, algorithm: str = "forward") -> list[tuple[int, int, 
     """
     spec, d, w, n = case.spec, case.d, case.width, case.n
     b = case.batch if spec.batched else 1
-    dims = [d] + [w] * (DEPTH + 1) + [OUT_FEATURES]  # layer l maps dims[l] -> dims[l + 1]
+    dims = [d] + [w] * (DEPTH + 1) + [spec.out_features]  # layer l maps dims[l] -> dims[l + 1]
     layers = list(zip(dims[:-1], dims[1:]))
     if algorithm == "adjoint":
         if spec.order != 1:
             raise ValueError(f"the adjoint sweep computes order 1, not {spec.order}")
-        o = OUT_FEATURES
+        o = spec.out_features
         shapes = [(b, n, k, m) for k, m in layers]  # values
         shapes += [(b, o * n, m, k) for k, m in layers[:-1]]  # adjoints down to the input
         if spec.train:

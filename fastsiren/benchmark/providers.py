@@ -12,7 +12,7 @@ import torch
 
 from .. import env, reference
 from ..functional import siren_jet
-from .cases import OUT_FEATURES, Case
+from .cases import Case
 from .measure import environ
 from .problem import Problem, jet_dict, workload_loss
 
@@ -212,7 +212,7 @@ def _fastsiren_torch_algorithm(case: Case) -> str:
     when the network has fewer outputs than coordinates."""
     from ..backend import prefers_adjoint
 
-    adjoint = prefers_adjoint("torch", case.spec.order, case.d, OUT_FEATURES)
+    adjoint = prefers_adjoint("torch", case.spec.order, case.d, case.spec.out_features)
     return "adjoint" if adjoint else "forward"
 
 

@@ -37,7 +37,7 @@ __all__ = [
     "HelmholtzSettings", "HelmholtzTask", "evaluate_jets", "plot_field", "pyplot", "relative_l2",
 ]
 
-SOURCE_AMPLITUDE = 1 + 1j  # the official source (1, 1)
+SOURCE_AMPLITUDE = physics.HELMHOLTZ_AMPLITUDE  # the official source (1, 1)
 # Points per chunk on the evaluation grid: an order-2 jet with the Hessian diagonal keeps
 # 1 + 2d slabs of width floats per point per layer.
 EVAL_CHUNK = 8192
@@ -54,7 +54,8 @@ class HelmholtzSettings(FitSettings):
                                 cuda=256)
     points: int | None = setting(None, "points per step (official: 230² = 52900)", positive=True,
                                  cpu=4096, cuda=52900)
-    wavenumber: float = setting(20.0, "wavenumber k of the background medium", positive=True)
+    wavenumber: float = setting(physics.HELMHOLTZ_WAVENUMBER,
+                                "wavenumber k of the background medium", positive=True)
     velocity: str = setting("uniform", "velocity model (square/circle: an inclusion twice as "
                             "fast, the source moved to (-0.35, 0))",
                             choices=physics.VELOCITY_MODELS)
