@@ -108,6 +108,13 @@ class JetOps(Protocol):
     ) -> torch.Tensor:
         """G = S (omega W)^T with omega b on the value slab: [B, R, N, M]."""
 
+    def sine_layer_saved(
+        self, stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float
+    ) -> torch.Tensor:
+        """What ``sine_layer_fwd`` returns for ``sine_layer_bwd`` (its G), recomputed from the
+        layer's input for ``recompute=True``: G with cos u over u in slab 0, except where a
+        backend keeps u and takes the cosine in backward (the compiled torch epilogues)."""
+
     def sine_layer_fwd(
         self,
         stack: torch.Tensor,
@@ -260,6 +267,7 @@ def run_siren_jet(
     outermost_linear: bool,
     recompute: bool,
     name: str,
+    compile_chunks: bool | None = None,
 ) -> Jet:
     """The jet of a SIREN on concrete backend ``name`` from canonical arguments: x [B, N, d],
     weights [B, M, K] and biases [B, M] (or None), validated and contiguous. Returns the ``Jet``
@@ -276,11 +284,25 @@ def run_siren_jet(
     from fastsiren.adjoint import SirenGradFunction
     from fastsiren.jet_function import SirenJetFunction, SirenJetSettings
 
+    if not torch.is_grad_enabled():
+        # Inference (torch.no_grad): a Function sees its inputs' requires_grad, not the grad
+        # mode it was applied under, so with trainable weights it would keep every layer's
+        # intermediates and cosines for a backward that cannot come. Detached, it keeps none.
+        x = x.detach()
+        weights = [w.detach() for w in weights]
+        biases = [b if b is None else b.detach() for b in biases]
+
     n_out = weights[-1].shape[-2]
     if prefers_adjoint(name, layout.order, layout.d, n_out):
         settings = SirenJetSettings(omegas, outermost_linear, layout)
         value, grad = SirenGradFunction.apply(x, settings, *weights, *biases)
         return Jet(value, grad.permute(0, 2, 1, 3))
-    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops_for(name),
-                                compiled=name == "torch" and env.compile_jets())
+    if compile_chunks is None:
+        compile_chunks = env.compile_jets()
+    ops, compiled = ops_for(name), name == "torch" and compile_chunks
+    if compiled:
+        from fastsiren.fused_epilogues import FUSED_OPS
+
+        ops = FUSED_OPS
+    settings = SirenJetSettings(omegas, outermost_linear, layout, recompute, ops, compiled)
     return Jet.from_stack(SirenJetFunction.apply(x, settings, *weights, *biases), layout)

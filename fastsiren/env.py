@@ -3,8 +3,9 @@
 - ``FASTSIREN_BACKEND``: the backend ``auto`` stands for during a whole run (``fastsiren.backend``).
 - ``FASTSIREN_CHUNK_BYTES``: bytes per stacked activation chunk on the CPU
   (``fastsiren.sine_jet.points_per_chunk``).
-- ``FASTSIREN_COMPILE``: "1" compiles the torch backend's per-chunk forward and backward with
-  ``torch.compile`` (``fastsiren.jet_function``); off by default.
+- ``FASTSIREN_COMPILE``: "1" compiles the torch backend's chunk functions with ``torch.compile``
+  over traceable epilogues (``fastsiren.jet_function``, ``fastsiren.fused_epilogues``); off by
+  default.
 - ``TRITON_INTERPRET``: Triton runs kernels in its interpreter on CPU tensors (tests).
 
 Values are read when used, not at import, so a malformed one fails the call that needs it with a

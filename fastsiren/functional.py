@@ -102,6 +102,7 @@ def siren_jet(
     backend: str = "auto",
     hessian_diag: bool = False,
     recompute: bool = False,
+    compile_chunks: bool | None = None,
 ) -> Jet:
     """Value and input-derivatives of a SIREN in one pass.
 
@@ -114,6 +115,9 @@ def siren_jet(
         hessian_diag: at order 2, also return the per-axis second derivatives d2y/dx_i2.
         recompute: keep only layer inputs for backward and redo matmuls there (less memory).
         backend: "auto", "torch", "triton" or "reference" (see ``fastsiren.backend``).
+        compile_chunks: torch backend: run each chunk of points through one ``torch.compile``
+            graph (``fastsiren.jet_function``): seconds to a minute once per shape, faster calls
+            after, so for fits of many steps. None reads ``$FASTSIREN_COMPILE`` (default off).
 
     Returns:
         ``Jet`` with value [..., N, out], grad [..., N, out, d], lap [..., N, out].
@@ -137,7 +141,7 @@ def siren_jet(
     weights = [w.contiguous() for w in weights]
     biases = [None if b is None else b.contiguous() for b in biases]
     jet = _backend.run_siren_jet(xb, weights, biases, omegas, layout, outermost_linear, recompute,
-                                 name)
+                                 name, compile_chunks)
     return jet.with_lead_shape(lead_shape)
 
 

@@ -7,26 +7,21 @@ elementwise op. The per-layer math comes from a backend's ops (``fastsiren.backe
 ``fastsiren.sine_jet`` for torch, ``fastsiren.kernels.sine_jet`` for Triton).
 
 Saved for backward, per layer: its input stack (the previous layer's output, which exists anyway)
-and, unless ``recompute=True``, its matmul output G with cos u in slab 0. ``recompute=True`` keeps
+and, unless ``recompute=True``, its matmul output G (with cos u in slab 0 on the eager and Triton
+backends; ``JetOps.sine_layer_saved`` says what each keeps). ``recompute=True`` keeps
 only the inputs and redoes each layer's matmul and cosine during backward: about half the saved
 memory, one more matmul per layer.
 
 Backward under ``create_graph=True`` (nested autograd through the model) cannot use the hand VJP,
 whose inputs were saved without a graph; it goes through ``fastsiren.nested_autograd`` instead.
 
-Compiled chunks (torch backend, ``FASTSIREN_COMPILE=1``): the per-chunk forward and backward are
-plain tensor functions, so ``torch.compile`` can fuse their elementwise epilogues into fewer loops
-than the eager ops' separate passes; the Function, its chunking and its saved tensors stay the
-same. Graphs are compiled per shape (a fit has one or two: the full chunk and the last), cached by
-torch for the process; the eager functions stay the default because compiling costs up to a minute
-per shape here, which only a fit of many steps amortises (and CI would pay per test shape). In
-torch 2.13 the ops' ``out=`` writes into slab views break the trace into several graphs per
-layer; with batched weights (B > 1) AOTAutograd rejects the aliased views in the forward and
-dynamo fails inside the resumed backward graph (IndexError), so batched calls always run
-eagerly. Measured side by side in one process on the shared 2-core CPU (load ~15, so absolute times
-are ~5x a quiet machine's), 2->64x3->1, N = 16384, fp32, interleaved medians:
-Laplacian training step: torch.compile(naive jets) 5.78 s, eager chunks 18.2 s (0.32x of it),
-compiled chunks 7.88 s (0.73x); order-2 jet forward: 1.38 s, 3.68 s (0.38x), 2.75 s (0.50x).
+Compiled chunks (torch backend, ``FASTSIREN_COMPILE=1``): the per-chunk forward and backward
+are plain tensor functions, so with the ops' epilogues in their traceable form
+(``fastsiren.fused_epilogues``) ``torch.compile`` turns each into one graph, matmuls and fused
+elementwise loops with planned buffers; the Function, its chunking and its saved tensors stay
+the same. Graphs are compiled per chunk shape (a fit has one or two), cached by torch for the
+process and by inductor on disk; the eager functions stay the default because a first compile
+costs seconds to a minute, which only a fit of many steps amortises.
 """
 
 from __future__ import annotations
@@ -55,7 +50,7 @@ class SirenJetSettings:
     layout: JetLayout  # which slabs the jet holds
     recompute: bool = False  # redo each layer's matmul in backward instead of saving it
     ops: JetOps | None = None  # the backend's per-layer ops (the adjoint sweep needs none)
-    compiled: bool = False  # run the chunk functions through torch.compile (torch ops only)
+    compiled: bool = False  # run the chunk functions through torch.compile (traceable ops)
 
 
 def point_chunks(n_points: int, chunk: int) -> list[slice]:
@@ -107,15 +102,18 @@ class SirenJetFunction(torch.autograd.Function):
         B, N, _ = x.shape
         widths = [w.shape[1] for w in weights]
         ctx.chunks = point_chunks(N, ops.points_per_chunk(N, layout.rows, max(widths), x))
-        out = x.new_empty(B, layout.rows, N, widths[-1])
+        # one chunk (all points on GPU; up to ~4 MiB of jet on CPU): its output is the output
+        out = x.new_empty(B, layout.rows, N, widths[-1]) if len(ctx.chunks) > 1 else None
         saved = []
         needs_grad = any(ctx.needs_input_grad)
-        ctx.compiled = settings.compiled and B == 1
-        forward_chunk = _compiled(_forward_chunk) if ctx.compiled else _forward_chunk
+        forward_chunk = _compiled(_forward_chunk) if settings.compiled else _forward_chunk
         for points in ctx.chunks:
             chunk_out, stacks, preacts = forward_chunk(x[:, points], weights, biases, settings,
                                                        needs_grad)
-            out[:, :, points] = chunk_out
+            if out is None:
+                out = chunk_out.contiguous()
+            else:
+                out[:, :, points] = chunk_out
             if needs_grad:  # otherwise each chunk's intermediates are freed right away
                 saved.append((stacks, None if settings.recompute else preacts))
 
@@ -143,7 +141,7 @@ class SirenJetFunction(torch.autograd.Function):
         weights, biases = params[:n_layers], params[n_layers:]
         need_x = ctx.needs_input_grad[0]
         grads = ChunkGradients(x, n_layers, need_x)
-        backward_chunk = _compiled(_backward_chunk) if ctx.compiled else _backward_chunk
+        backward_chunk = _compiled(_backward_chunk) if ctx.settings.compiled else _backward_chunk
         for points, (stacks, preacts) in zip(ctx.chunks, ctx.saved_chunks):
             grads.add(points, *backward_chunk(
                 grad_out[:, :, points], x[:, points], out[:, :, points], stacks, preacts,
@@ -156,22 +154,20 @@ _COMPILED: dict = {}  # chunk function -> its torch.compile wrapper, made once p
 
 
 def _compiled(chunk_fn):
-    """``torch.compile`` of a chunk function; static shapes, so each chunk shape gets its own
-    graph (compiled on a new shape, cached by torch after). Where compilation fails, that call
-    runs eagerly, with one warning per kind of failure."""
+    """``torch.compile`` of a chunk function. Where compilation fails (no C++ compiler, say)
+    the call runs eagerly, with one warning per kind of failure."""
     if chunk_fn not in _COMPILED:
-        graph = torch.compile(chunk_fn, dynamic=False)
+        graph = torch.compile(chunk_fn)
 
         @functools.wraps(chunk_fn)
         def run(*args):
             # Detached inputs: the hand VJP does the differentiating, so the graphs are
-            # inference graphs (AOTAutograd would otherwise trace a joint graph for inputs
-            # that require grad, and reject the in-place epilogues on views).
+            # inference graphs (AOTAutograd would otherwise trace a joint graph).
             args = [_detached(a) for a in args]
             try:
                 return graph(*args)
             except torch._dynamo.exc.BackendCompilerFailed as exc:
-                _warn_compile_failed(chunk_fn.__name__, " ".join(str(exc).splitlines()[1:2]))
+                _warn_compile_failed(chunk_fn.__name__, " ".join(str(exc).splitlines()[:1]))
                 return chunk_fn(*args)
 
         _COMPILED[chunk_fn] = run
@@ -190,11 +186,6 @@ def _detached(arg):
 def _warn_compile_failed(name: str, reason: str) -> None:
     warnings.warn(f"fastsiren: torch.compile of {name} failed, running it eagerly ({reason})",
                   stacklevel=4)
-
-
-def _compiled_chunk_fns() -> list:
-    """The chunk functions that have run compiled in this process (for tests)."""
-    return list(_COMPILED)
 
 
 def _forward_chunk(x, weights, biases, settings, for_backward):
@@ -243,11 +234,8 @@ def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, settings, ne
                 grad, x, w, omega, layout, s, cos_u, need_x_grad=need_x, has_bias=has_bias
             )
         else:
-            if settings.recompute:
-                G = ops.sine_layer_preact(stacks[l - 1], w, b, omega)
-                G[:, 0].cos_()
-            else:
-                G = preacts[l]
+            G = ops.sine_layer_saved(stacks[l - 1], w, b, omega) if settings.recompute else (
+                preacts[l])
             grad, grad_w[l], grad_b[l] = ops.sine_layer_bwd(
                 grad, stacks[l - 1], w, omega, layout, s, G, has_bias=has_bias
             )

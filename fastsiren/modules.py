@@ -101,7 +101,8 @@ class Siren(_BackendMixin, nn.Module):
     linear (``outermost_linear=True``) or sine.
 
     ``forward(x)`` returns the value [..., N, out]; ``jet(x, order)`` also the gradient and the
-    Laplacian (or the Hessian diagonal), computed analytically in the same pass.
+    Laplacian (or the Hessian diagonal), computed analytically in the same pass. ``recompute``
+    and ``compile_chunks`` are ``fastsiren.siren_jet``'s options of the same names.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class Siren(_BackendMixin, nn.Module):
         hidden_omega_0: float = 30.0,
         backend: str = "auto",
         recompute: bool = False,
+        compile_chunks: bool | None = None,
     ):
         super().__init__()
         _check_sizes(in_features=in_features, hidden_features=hidden_features,
@@ -124,6 +126,7 @@ class Siren(_BackendMixin, nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.outermost_linear = outermost_linear
         self.recompute = recompute
+        self.compile_chunks = compile_chunks
         layers: list[nn.Module] = [
             SineLayer(in_features, hidden_features, is_first=True, omega_0=first_omega_0)
         ]
@@ -156,13 +159,15 @@ class Siren(_BackendMixin, nn.Module):
         return siren_jet(
             x, weights, biases, omegas, order, self.outermost_linear, self.backend,
             hessian_diag=hessian_diag, recompute=self.recompute,
+            compile_chunks=self.compile_chunks,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.jet(x, order=0).value
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}, recompute={self.recompute}"
+        return (f"backend={self.backend!r}, recompute={self.recompute}, "
+                f"compile_chunks={self.compile_chunks}")
 
 
 _OFFICIAL_FCBLOCK_KEY = re.compile(r"^(?:module\.)?(?:net\.)?net\.(\d+)\.0\.(weight|bias)$")

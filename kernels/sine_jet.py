@@ -65,8 +65,17 @@ from fastsiren.kernels.sine_vjp import sine_layer_bwd
 __all__ = [
     "first_layer_bwd", "first_layer_fwd", "first_layer_preact", "linear_layer_bwd",
     "linear_layer_fwd", "points_per_chunk", "sine_layer_bwd", "sine_layer_fwd",
-    "sine_layer_preact",
+    "sine_layer_preact", "sine_layer_saved",
 ]
+
+
+def sine_layer_saved(
+    stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float
+) -> torch.Tensor:
+    """G with cos u in slab 0, as ``sine_layer_fwd`` keeps it for ``sine_layer_bwd``."""
+    G = sine_layer_preact(stack, w, b, omega)
+    G[:, 0].cos_()
+    return G
 
 
 def points_per_chunk(n_points: int, rows: int, width: int, like: torch.Tensor) -> int:

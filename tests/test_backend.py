@@ -22,15 +22,18 @@ def _signature_without_self(fn) -> list[tuple[str, object, object]]:
     return [(p.name, p.kind, p.default) for p in params]
 
 
-@pytest.mark.parametrize("name", sorted(backend.OPS_MODULES))
+@pytest.mark.parametrize("name", [*sorted(backend.OPS_MODULES), "torch, compiled chunks"])
 def test_ops_modules_implement_the_contract(name):
     if name == "triton":
         pytest.importorskip("triton")
-    ops = backend.ops_for(name)
+    if name == "torch, compiled chunks":
+        from fastsiren.fused_epilogues import FUSED_OPS as ops
+    else:
+        ops = backend.ops_for(name)
     assert isinstance(ops, backend.JetOps)
     members = [n for n, v in vars(backend.JetOps).items()
                if callable(v) and not n.startswith("_")]
-    assert len(members) == 9, members
+    assert len(members) == 10, members
     for member in members:
         assert _signature_without_self(getattr(ops, member)) == _signature_without_self(
             getattr(backend.JetOps, member)
@@ -60,3 +63,25 @@ def test_reference_branch_returns_an_engine_jet(gen):
     model = fs.Siren(2, 8, 1, 1, outermost_linear=True, backend="reference").double()
     jet = model.jet(torch.rand(5, 2, generator=gen, dtype=torch.float64), order=2)
     assert isinstance(jet, fs.Jet) and set(jet.fields()) == {"value", "grad", "lap"}
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_inference_keeps_nothing_for_backward(monkeypatch, grad_enabled):
+    # Trainable weights under torch.no_grad: the forward must not keep intermediates (or
+    # compute the backward-only cosines) for a backward that cannot come.
+    import fastsiren as fs
+    from fastsiren import jet_function
+
+    seen = []
+    original = jet_function._forward_chunk
+
+    def recording(x, weights, biases, settings, for_backward):
+        seen.append(for_backward)
+        return original(x, weights, biases, settings, for_backward)
+
+    monkeypatch.setattr(jet_function, "_forward_chunk", recording)
+    model = fs.Siren(2, 8, 1, 1)
+    with torch.set_grad_enabled(grad_enabled):
+        jet = model.jet(torch.rand(5, 2), order=2)
+    assert seen == [grad_enabled]
+    assert (jet.lap.grad_fn is not None) == grad_enabled

@@ -2,6 +2,8 @@
 line with exit status 2."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -61,3 +63,15 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt: Linux only")
+def test_long_commands_keep_freed_memory():
+    # In a child process: the setting is process-wide. glibc accepts both values (mallopt
+    # returns 0 for an out-of-range one, as 1 GiB would be for the mmap threshold).
+    code = "from fastsiren.cli import keep_freed_memory; print(keep_freed_memory())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "True"
+    from fastsiren.cli import REPEATED_ALLOCATION
+    assert "fit" in REPEATED_ALLOCATION

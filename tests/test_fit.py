@@ -151,3 +151,19 @@ def test_a_new_run_never_replaces_an_existing_one_by_accident(tmp_path):
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     fs.fit(ToneTask, out=tmp_path, steps=2, seed=1, overwrite=True, progress=False, **TINY)
     assert load_checkpoint(tmp_path)["step"] == 2
+
+
+@pytest.mark.slow  # the chunk graphs compile: ten seconds or so
+def test_compiled_chunks_fit_matches_the_eager_fit(tmp_path):
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    eager = fs.fit(ToneTask, out=tmp_path / "eager", steps=3, progress=False, **TINY)
+    assert counters["stats"]["unique_graphs"] == 0
+    compiled = fs.fit(ToneTask, out=tmp_path / "compiled", steps=3, progress=False,
+                      compile_chunks=True, **TINY)
+    assert compiled.model.compile_chunks is True
+    assert counters["stats"]["unique_graphs"] >= 2  # the forward and the backward chunk
+    # The same steps in float32 with the elementwise work fused and reordered: rounding apart.
+    for (name, a), b in zip(compiled.model.state_dict().items(), eager.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

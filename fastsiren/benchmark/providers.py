@@ -137,13 +137,13 @@ def _naive_fn(prob: Problem) -> JetFn:
     return jet
 
 
-def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False) -> JetFn:
+def _fastsiren_fn(backend: str, prob: Problem, fuse_epilogues: bool = False) -> JetFn:
     spec, omegas = prob.spec, prob.omegas
     n_layers = len(omegas)
     kwargs = _precision_kwargs(prob) if backend == "triton" else {}
 
     def jet(x, params):
-        with environ(env.COMPILE, "1" if compile_chunks else "0"):
+        with environ(env.COMPILE, "1" if fuse_epilogues else "0"):
             j = siren_jet(
                 x, params[:n_layers], params[n_layers:], omegas, spec.order,
                 outermost_linear=True, backend=backend, hessian_diag=spec.hessian_diag,
@@ -243,7 +243,7 @@ PROVIDERS: dict[str, Provider] = {
         Provider("fastsiren-torch", "fastsiren torch", functools.partial(_fastsiren_fn, "torch"),
                  algorithm=_fastsiren_torch_algorithm),
         Provider("fastsiren-torch-compiled", "fastsiren torch, compiled chunks",
-                 functools.partial(_fastsiren_fn, "torch", compile_chunks=True),
+                 functools.partial(_fastsiren_fn, "torch", fuse_epilogues=True),
                  self_compiling=True, algorithm=_fastsiren_torch_algorithm),
         Provider(
             "fastsiren-triton", "fastsiren triton", functools.partial(_fastsiren_fn, "triton"),

@@ -115,6 +115,12 @@ TARGETS = [
            "fastsiren torch at least level with torch.compile (naive jets), eikonal step"),
     Target("cpu", "fastsiren-torch", "step_lap", "vs:compile-naive", 1.0,
            "fastsiren torch at least level with torch.compile (naive jets), Laplacian step"),
+    *[Target("cpu", "fastsiren-torch-compiled", workload, "vs:compile-naive", 1.0,
+             f"fastsiren torch with compiled chunks at least level with torch.compile (naive "
+             f"jets), {title}")
+      for workload, title in [("jet1", "order-1 jet forward"), ("jet2", "order-2 jet forward"),
+                              ("step_value", "value training step"),
+                              ("step_grad", "eikonal step"), ("step_lap", "Laplacian step")]],
     Target("cpu", "fastsiren-torch", "jet2", "gemm_fraction", 1 / 2,
            "fastsiren torch within 2x of its bare-GEMM bound, order-2 jet forward"),
     Target("cuda", "fastsiren-triton", "jet2", "speedup", 10.0,

@@ -44,6 +44,7 @@ class BatchedSiren(nn.Module):
         }
         self.outermost_linear = outermost_linear
         self.backend = backend
+        self.compile_chunks: bool | None = None  # as fs.Siren's (not a constructor argument)
         sizes = [in_features] + [hidden_features] * (hidden_layers + 1) + [out_features]
         self.omegas = [float(first_omega_0)] + [float(hidden_omega_0)] * hidden_layers
         self.omegas.append(1.0 if outermost_linear else float(hidden_omega_0))
@@ -93,7 +94,8 @@ class BatchedSiren(nn.Module):
     def jet(self, x: torch.Tensor, order: int = 2, hessian_diag: bool = False) -> Jet:
         """Jets of all networks: x [B, N, d] (or [N, d] shared) -> value [B, N, out], ..."""
         return siren_jet(x, list(self.weights), list(self.biases), self.omegas, order,
-                         self.outermost_linear, self.backend, hessian_diag=hessian_diag)
+                         self.outermost_linear, self.backend, hessian_diag=hessian_diag,
+                         compile_chunks=self.compile_chunks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.jet(x, order=0).value

@@ -350,6 +350,7 @@ class NeuralProcessHypernet(nn.Module):
             raise ValueError(f"heads must be 'official' or 'lowrank', got {heads!r}")
         self.resolution = tuple(resolution)
         self.backend = backend
+        self.compile_chunks: bool | None = None  # as fs.Siren's (not a constructor argument)
         self.spec = SirenSpec(2, siren_hidden_features, siren_hidden_layers, channels, omega_0,
                               first_omega_0)
         if encoder == "set":
@@ -376,7 +377,7 @@ class NeuralProcessHypernet(nn.Module):
         """The B predicted SIRENs at coords [P, 2] (shared) or [B, P, 2]: one batched call."""
         weights, biases, omegas = self.spec.layer_parameters(params)
         return siren_jet(coords, weights, biases, omegas, order=order, outermost_linear=True,
-                         backend=self.backend)
+                         backend=self.backend, compile_chunks=self.compile_chunks)
 
     def forward(self, pixels: torch.Tensor, coords: torch.Tensor, context: Context,
                 order: int = 0) -> HypernetOutput:

@@ -153,6 +153,8 @@ class FitSettings:
                           choices=("auto", "cpu", "cuda"))
     backend: str = setting("auto", "engine backend; auto: triton on CUDA, torch on CPU",
                            choices=("auto", "torch", "triton", "reference"))
+    compile_chunks: bool = setting(False, "torch backend: compile each chunk of points with "
+                                   "torch.compile (a minute once, then faster steps on CPU)")
     log_every: int = setting(10, "steps between log lines (and progress-bar updates)",
                              positive=True)
     checkpoint_every: int = setting(1000, "steps between checkpoints (one is always written "
@@ -257,8 +259,10 @@ class Task:
     def build_model(self) -> nn.Module:
         from ..fit.checkpoint import build_model
 
-        return build_model(self.model_class, self.model_kwargs()).to(
+        model = build_model(self.model_class, self.model_kwargs()).to(
             backend=self.settings.backend)
+        model.compile_chunks = self.settings.compile_chunks
+        return model
 
     def jet(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> Jet:
         """The jet the loss needs at ``batch["coords"]``."""

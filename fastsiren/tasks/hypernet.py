@@ -213,6 +213,7 @@ class HypernetTask(Task):
 
     def build_model(self) -> nn.Module:
         model = NeuralProcessHypernet(**self.model_kwargs(), backend=self.settings.backend)
+        model.compile_chunks = self.settings.compile_chunks
         model = model.to(self.device)
         if self.context.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None

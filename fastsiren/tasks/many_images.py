@@ -110,7 +110,9 @@ class ManyImagesTask(Task):
         for _ in self.images:
             torch.manual_seed(self.settings.seed)  # the draw of a single-image fit
             sirens.append(Siren(**kwargs))
-        return BatchedSiren.from_sirens(sirens).to(backend=self.settings.backend)
+        model = BatchedSiren.from_sirens(sirens).to(backend=self.settings.backend)
+        model.compile_chunks = self.settings.compile_chunks
+        return model
 
     # -- training ---------------------------------------------------------------------------
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
