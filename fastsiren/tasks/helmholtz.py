@@ -51,19 +51,23 @@ class HelmholtzSettings(FitSettings):
 
     CUDA defaults: the official run (50000 steps of 52900 points, width 256, lr 2e-5). CPU
     defaults: 3000 steps of 4096 points at width 128, lr 1e-4, a quarter of the points near the
-    source; about 4.5 minutes on one core, relative error 1.13 at the start, 0.82 after 250
-    steps, 0.74 after 2000, 0.69 after 3000 (and still falling: 0.64 after 5000).
+    source; about 4.5 minutes on one core. Their error curve (the batch estimate): 1.13 at the
+    start, 0.81 after 500 steps, 0.74 after 2000, 0.69 after 3000, and still falling (0.59 on the
+    grid after 10000). The former 600 steps stop where the curve has barely started (0.88 with
+    the official sampling); the official problem needs many steps, and the official budget is
+    50000 steps of 13x more points.
 
     Why the near points. Loss, source, sampling, initialisation and metric follow the official
     code (the metric's field agrees with a finite-difference solve of the same PML problem to
-    0.25%), yet with the official sampling a small batch stalls near error 0.9: the fitted field
-    takes the right shape (its correlation with the analytic one grows) at a quarter of its
-    amplitude. The far field's amplitude is set by the source's net strength, and the network
-    cancels part of it with an opposite residual in the ring just around the sampled source disk,
-    where 4096 uniform points put ~190 per step (the official 52900 put ~2500). Drawing 512 of
-    2048 points within 0.25 of the source doubled the amplitude (0.25 -> 0.54 of the analytic
-    one) and took the error from 0.92 to 0.79 at 1000 steps (width 64, same seed; a 0.5 disk
-    gave 0.83). Larger learning rates collapse the field to zero (lr 1e-3: error 0.98); the
+    0.25%). With the official sampling a small batch learns the field's shape (its correlation
+    with the analytic one grows) at a fraction of its amplitude: the far field's amplitude is set
+    by the source's net strength, and the network cancels part of it with an opposite residual in
+    the ring just around the sampled source disk, where 4096 uniform points put ~190 per step
+    (the official 52900 put ~2500). Width 64, 2048 points, 1000 steps, same seed: 512 points
+    within 0.25 of the source doubled the amplitude (0.25 -> 0.54 of the analytic one) and took
+    the error from 0.92 to 0.79 (a 0.5 disk: 0.83). These defaults without them
+    (``--near-points 0``): 0.88 after 500 steps, 0.82 after 2000, 0.77 on the grid after 3000.
+    Larger learning rates collapse the field to zero (lr 1e-3: error 0.98 after 300 steps); the
     official source weight at the official batch (13x the weight at 4096 points) did not help.
     """
 
