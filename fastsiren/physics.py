@@ -171,18 +171,27 @@ def sample_helmholtz_points(
     n_source: int = HELMHOLTZ_SOURCE_POINTS,
     sigma: float = HELMHOLTZ_SIGMA,
     dtype=torch.float32,
+    n_near: int = 0,
+    near_radius: float = 0.25,
 ) -> torch.Tensor:
     """The official Helmholtz batch: n points uniform in [−1, 1]², the last ``n_source`` of them
     replaced by points uniform in the disk of radius 500σ (= 0.05, five standard deviations)
-    around the source, so that every step sees the source: [n, 2] on the generator's device."""
-    if n <= n_source:
+    around the source, so that every step sees the source: [n, 2] on the generator's device.
+
+    ``n_near`` > 0 (not official) also replaces the first n_near points by points uniform in the
+    disk of ``near_radius`` around the source: a small batch then constrains the equation around
+    the source as densely as the official 52900 points do (see ``HelmholtzSettings``)."""
+    if n <= n_source + n_near:
         raise InputError(
-            f"too few points: {n} per step, expected more than the {n_source} drawn near the source"
+            f"too few points: {n} per step, expected more than the {n_source + n_near} drawn "
+            "near the source"
         )
     coords = torch.rand(n, 2, generator=generator, dtype=dtype, device=generator.device) * 2 - 1
     coords[n - n_source :] = sample_disk(
         n_source, source_xy, SOURCE_RADIUS_PER_SIGMA * sigma, generator, dtype
     )
+    if n_near:
+        coords[:n_near] = sample_disk(n_near, source_xy, near_radius, generator, dtype)
     return coords
 
 

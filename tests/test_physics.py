@@ -194,6 +194,9 @@ def test_sampling_and_media(gen):
     near = xy[-physics.HELMHOLTZ_SOURCE_POINTS :] - torch.tensor([-0.35, 0.0])
     assert near.norm(dim=-1).max() <= 0.05 + 1e-6
     assert xy.abs().max() <= 1.0
+    xy = physics.sample_helmholtz_points(1000, (-0.35, 0.0), gen, n_near=300, near_radius=0.2)
+    around = (xy - torch.tensor([-0.35, 0.0])).norm(dim=-1)
+    assert around[:300].max() <= 0.2 + 1e-6 and around[300:-100].max() > 0.5  # the rest uniform
     txy, initial = physics.sample_wave_points(3000, 0.25, gen)
     assert initial.sum() == 2 * physics.WAVE_SOURCE_POINTS
     assert (txy[initial, 0] == 0).all() and txy[:, 0].max() <= 0.25
@@ -210,5 +213,7 @@ def test_bad_physics_input_is_one_line_error(gen):
         physics.Pml(width=1.2)
     with pytest.raises(InputError, match="too few points"):
         physics.sample_helmholtz_points(50, (0.0, 0.0), gen)
+    with pytest.raises(InputError, match="too few points"):
+        physics.sample_helmholtz_points(400, (0.0, 0.0), gen, n_near=300)
     with pytest.raises(InputError, match="too few points"):
         physics.sample_wave_points(1500, 0.1, gen)

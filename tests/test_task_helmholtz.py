@@ -19,8 +19,8 @@ from fastsiren.jet import Jet
 from fastsiren.tasks import FitContext
 from fastsiren.tasks.helmholtz import HelmholtzSettings, HelmholtzTask
 
-TINY = ["--width", "32", "--depth", "1", "--points", "400", "--eval-size", "24", "--device",
-        "cpu", "--quiet"]
+TINY = ["--width", "32", "--depth", "1", "--points", "400", "--near-points", "100",
+        "--eval-size", "24", "--device", "cpu", "--quiet"]
 
 
 def test_fit_helmholtz_end_to_end(tmp_path, capsys):
@@ -56,7 +56,7 @@ class _AnalyticModel(torch.nn.Module):
 
 @pytest.mark.parametrize("log_step", [True, False])
 def test_metric_reads_zero_on_the_analytic_field(log_step):
-    settings = HelmholtzSettings(points=2000, eval_size=40, steps=10).resolved(
+    settings = HelmholtzSettings(points=4000, eval_size=40, steps=10).resolved(
         torch.device("cpu"))
     task = HelmholtzTask(settings, FitContext(torch.device("cpu")))
     model = _AnalyticModel(task)
@@ -65,13 +65,15 @@ def test_metric_reads_zero_on_the_analytic_field(log_step):
     _, logged = task.loss(model.jet(batch["coords"]), batch)
     if log_step:  # the curve's estimate on the batch, taken on log steps only
         assert batch["region"].sum() > 300 and logged["rel_error"] < 1e-6
+        assert not batch["region"][:settings.near_points].any()  # uniform points only
     else:
         assert "rel_error" not in logged
 
 
 def test_square_medium_runs_without_analytic_metric(tmp_path):
     result = fit("helmholtz", out=tmp_path / "sq", velocity="square", steps=2, width=16,
-                 depth=1, points=300, eval_size=16, device="cpu", progress=False)
+                 depth=1, points=300, near_points=50, eval_size=16, device="cpu",
+                 progress=False)
     assert "rel_error" not in result.metrics["metrics"]
     assert result.task.source_xy == (-0.35, 0.0)
     assert (tmp_path / "sq" / "velocity.png").exists()
@@ -91,6 +93,7 @@ def test_bad_inputs_fail_in_one_line(tmp_path, capsys):
         "--wavenumber: expected a value > 0 ": ["--wavenumber", "-3"],
         "PML width must be in [0, 1.0)": ["--pml-width", "1.5"],
         "too few points": ["--points", "80"],
+        "100 --source-points and 350 --near-points": ["--near-points", "350"],
         "takes no input file": ["some.png"],
     }
     for expected, extra in cases.items():
@@ -102,3 +105,13 @@ def test_bad_inputs_fail_in_one_line(tmp_path, capsys):
         fit("helmholtz", out=tmp_path / "run", velocity="blob", progress=False)
     assert physics.VELOCITY_MODELS == ("uniform", "square", "circle")
     assert not (tmp_path / "run").exists()
+
+
+def test_device_defaults_keep_the_official_run_on_cuda():
+    cpu = HelmholtzSettings().resolved(torch.device("cpu"))
+    assert (cpu.steps, cpu.points, cpu.near_points, cpu.width) == (3000, 4096, 1024, 128)
+    cpu.validate()
+    cuda = HelmholtzSettings().resolved(torch.device("cuda"))
+    assert (cuda.steps, cuda.points, cuda.near_points, cuda.lr) == (50000, 52900, 0, 2e-5)
+    with pytest.raises(InputError, match="--near-points"):
+        HelmholtzSettings(points=1100).resolved(torch.device("cpu")).validate()
