@@ -136,8 +136,9 @@ PRESETS: dict[str, dict] = {
             Sweep(("jet2", "step_lap"), (2,), (256,), (2048, 4096, 8192)),
             Sweep(UNBATCHED, (2, 3), (256,), (2048,)),
             Sweep(BATCHED, (2,), (64, 256), (512,), batch=8),
-            # The Helmholtz step at the official width; its official batch (52900 points) is in
-            # the gpu preset: here one eager-autograd step of it takes seconds.
+            # The Helmholtz step at the official width (~50 s for this case with every provider,
+            # one thread); its official batch of 52900 points is in the gpu preset: here one
+            # eager-autograd step at 8192 points already takes 3.8 s.
             Sweep(("step_helmholtz",), (2,), (256,), (8192,)),
         ],
         min_time=0.4, min_reps=3, warmup=0,
