@@ -28,7 +28,8 @@ from fastsiren.reference import Siren as RefSiren
 
 import fastsiren as fs
 from fastsiren import physics
-from fastsiren.benchmark import machine_info, machine_line, peak_memory_bytes
+from fastsiren.benchmark import machine_info, machine_line
+from fastsiren.benchmark.measure import peak_memory_bytes
 
 K = 20.0
 
