@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 
@@ -118,12 +119,20 @@ def _fit(args: argparse.Namespace) -> int:
     except FloatingPointError as exc:
         print(f"fastsiren fit {task}: error: {exc}", file=sys.stderr)
         return 1
-    summary = result.metrics
+    print(summary_line(task, result.metrics, result.out_dir, os.environ))
+    return 0
+
+
+def summary_line(task: str, summary: dict, out_dir, environ) -> str:
+    """The one line a finished fit prints. Under torchrun every process prints its own (the
+    shards of a sharded fit differ), so the line says which process it is."""
     shown = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items()
                       if isinstance(v, (int, float)))
-    print(f"fit {task}: {shown} after {summary['steps']} steps, {summary['train_seconds']:.1f} s "
-          f"on {summary['device']} ({summary['backend']}); wrote {result.out_dir}/")
-    return 0
+    world_size = int(environ.get("WORLD_SIZE", 1))
+    who = f" [process {environ.get('RANK', 0)} of {world_size}]" if world_size > 1 else ""
+    return (f"fit {task}{who}: {shown} after {summary['steps']} steps, "
+            f"{summary['train_seconds']:.1f} s on {summary['device']} ({summary['backend']}); "
+            f"wrote {out_dir}/")
 
 
 class _LazyHelp(argparse.Action):
