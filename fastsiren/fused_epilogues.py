@@ -11,8 +11,9 @@ per point, writes every slab in the same loop, fuses the bias, and plans buffer 
 chunk's working set stays in cache as in a compiled naive jet.
 
 Measured on the 2-core AMD EPYC with one torch thread (``fastsiren bench``, providers interleaved,
-order-2 jet forward, 2->W x3->1, 4096 points): W = 64, eager 10.0 ms, compiled 8.0 ms,
-torch.compile of the naive jet 6.3 ms; W = 256, 83 / 75 / 73 ms. The forms compared on one
+order-2 jet forward, 2->W x3->1, 4096 points): W = 64, eager 10.0-10.5 ms, compiled 6.0-6.1
+ms, torch.compile of the naive jet 6.2-6.4 ms; W = 256, 83 / 67 / 73 ms (the full two-thread
+preset is in bench/results). The forms compared on one
 training-mode forward chunk (W = 64, one thread): this one 5.9 ms, ``torch.where`` over the slab
 index 7.1 ms (sin and cos re-evaluated for every slab), slab-by-slab assignment into one buffer
 8.2 ms. Run eagerly, this form is slower than the eager epilogues, hence two sets.

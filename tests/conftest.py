@@ -23,6 +23,17 @@ def gen():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny shapes run on one thread: a second adds only synchronisation (on a loaded 2-core
+    machine, tens of milliseconds per small matmul). Modules that want it for every test say
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def device():
     return torch.device("cuda" if HAS_CUDA else "cpu")
 

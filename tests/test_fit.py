@@ -16,15 +16,7 @@ from fastsiren.errors import InputError
 from fastsiren.fit import FitInterrupted, load_checkpoint
 from fastsiren.tasks import FitSettings, Task, setting
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes run on one thread: a second adds only synchronisation (on a loaded 2-core
-    machine, tens of milliseconds per small matmul)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _docstring_example() -> dict:

@@ -20,14 +20,7 @@ from fastsiren.hypernet import (
 )
 from fastsiren.hypernet.data import half_context, pixel_grid, sample_context, train_counts
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes run on one thread: a second adds only synchronisation on a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # float64 exactness: the engine's own tier-a bound (1e-10) with room for the omega^2 = 900 the
 # Laplacian carries through two more layers of predicted weights

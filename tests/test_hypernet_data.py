@@ -9,14 +9,7 @@ from PIL import Image
 from fastsiren.errors import InputError
 from fastsiren.hypernet.data import load_image_folder, split_indices
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes run on one thread: a second adds only synchronisation on a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def save(path, array):

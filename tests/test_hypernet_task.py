@@ -17,14 +17,7 @@ import fastsiren as fs
 from fastsiren.cli import main
 from fastsiren.fit import load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes run on one thread: a second adds only synchronisation on a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 TINY = dict(resolution=(8, 8), width=8, depth=1, latent_dim=8, hyper_width=8, batch_size=4,
             context_min=2, context_max=10, log_every=1, device="cpu", rank=2)

@@ -17,15 +17,7 @@ from fastsiren.fit import load_checkpoint, save_checkpoint
 from fastsiren.tasks import FitContext
 from fastsiren.tasks.image import ImageSettings, ImageTask, pixel_grid
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes run on one thread: a second adds only synchronisation (on a loaded 2-core
-    machine, tens of milliseconds per small matmul)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TINY = ["--width", "16", "--depth", "1", "--device", "cpu", "--quiet"]

@@ -19,15 +19,7 @@ import fastsiren as fs
 from fastsiren.errors import InputError
 from fastsiren.fit import BatchedSiren, load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes run on one thread: a second adds only synchronisation (on a loaded 2-core
-    machine, tens of milliseconds per small matmul)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TINY = {"width": 12, "depth": 1, "lr": 3e-3, "device": "cpu", "progress": False}

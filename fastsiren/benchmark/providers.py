@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import env, reference
+from .. import reference
 from ..functional import siren_jet
 from .cases import Case
-from .measure import environ
 from .problem import Problem, jet_dict, workload_loss
 
 JetFn = Callable[[torch.Tensor, list], dict]
@@ -137,18 +136,17 @@ def _naive_fn(prob: Problem) -> JetFn:
     return jet
 
 
-def _fastsiren_fn(backend: str, prob: Problem, fuse_epilogues: bool = False) -> JetFn:
+def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False) -> JetFn:
     spec, omegas = prob.spec, prob.omegas
     n_layers = len(omegas)
     kwargs = _precision_kwargs(prob) if backend == "triton" else {}
 
     def jet(x, params):
-        with environ(env.COMPILE, "1" if fuse_epilogues else "0"):
-            j = siren_jet(
-                x, params[:n_layers], params[n_layers:], omegas, spec.order,
-                outermost_linear=True, backend=backend, hessian_diag=spec.hessian_diag,
-                **kwargs,
-            )
+        j = siren_jet(
+            x, params[:n_layers], params[n_layers:], omegas, spec.order,
+            outermost_linear=True, backend=backend, hessian_diag=spec.hessian_diag,
+            compile_chunks=compile_chunks, **kwargs,
+        )
         return jet_dict(j, spec)
 
     return jet
@@ -243,7 +241,7 @@ PROVIDERS: dict[str, Provider] = {
         Provider("fastsiren-torch", "fastsiren torch", functools.partial(_fastsiren_fn, "torch"),
                  algorithm=_fastsiren_torch_algorithm),
         Provider("fastsiren-torch-compiled", "fastsiren torch, compiled chunks",
-                 functools.partial(_fastsiren_fn, "torch", fuse_epilogues=True),
+                 functools.partial(_fastsiren_fn, "torch", compile_chunks=True),
                  self_compiling=True, algorithm=_fastsiren_torch_algorithm),
         Provider(
             "fastsiren-triton", "fastsiren triton", functools.partial(_fastsiren_fn, "triton"),
