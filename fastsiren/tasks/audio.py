@@ -144,9 +144,7 @@ class AudioTask(Task):
 
     def __init__(self, settings: AudioSettings, context: FitContext):
         super().__init__(settings, context)
-        if len(settings.input) > 1:
-            raise InputError(f"audio fits one WAV file, got {len(settings.input)} inputs")
-        self.path = Path(settings.input[0]) if settings.input else sample_audio_path()
+        self.path = self.single_input("WAV file") or sample_audio_path()
         samples, self.rate = read_audio(self.path)
         self.file_samples = samples.size
         if settings.seconds:

@@ -238,6 +238,14 @@ class Task:
         self.context = context
         self.device = context.device
 
+    def single_input(self, what: str, hint: str = "") -> Path | None:
+        """The one input file of a task that fits one (None: the built-in sample), or a one-line
+        error naming ``what`` it expected ("WAV file", "mesh", ...)."""
+        inputs = self.settings.input
+        if len(inputs) > 1:
+            raise InputError(f"{self.name} fits one {what}, got {len(inputs)} inputs{hint}")
+        return Path(inputs[0]) if inputs else None
+
     @classmethod
     def create(cls, settings: FitSettings, context: FitContext) -> Task:
         """The task object the loop fits; a task may return a variant (the image task returns

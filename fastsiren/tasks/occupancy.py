@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..io.mesh import read_mesh
 from ..io.pointcloud import Normalization
 from .base import FitContext, FitSettings, Task, setting
@@ -78,9 +77,7 @@ class OccupancyTask(ShapeOutputs, Task):
         super().__init__(settings, context)
         import trimesh
 
-        if len(settings.input) > 1:
-            raise InputError(f"occupancy fits one mesh, got {len(settings.input)} inputs")
-        if settings.input:
+        if self.single_input("mesh") is not None:
             self.source = settings.input[0]
             mesh = read_mesh(settings.input[0], watertight=True)
         else:

@@ -203,10 +203,8 @@ class PoissonTask(Task):
 
     def __init__(self, settings: PoissonSettings, context: FitContext):
         super().__init__(settings, context)
-        if len(settings.input) > 1:
-            raise InputError(f"poisson fits one image, got {len(settings.input)} inputs "
-                             "(a second one goes to --composite)")
-        self.path = Path(settings.input[0]) if settings.input else sample_image_path()
+        self.path = (self.single_input("image", " (a second one goes to --composite)")
+                     or sample_image_path())
         pixels = load_pixels(self.path, settings.max_size)  # [H, W, C] in [0, 1]
         grid_spacing(pixels.shape[:2])  # too small to differentiate: fail before anything else
         self.order = 2 if settings.supervise == "lap" else 1

@@ -187,10 +187,7 @@ class SdfTask(ShapeOutputs, Task):
 
     def __init__(self, settings: SdfSettings, context: FitContext):
         super().__init__(settings, context)
-        path = Path(settings.input[0]) if settings.input else sample_point_cloud_path()
-        if len(settings.input) > 1:
-            raise InputError(f"sdf fits one point cloud, got {len(settings.input)} inputs")
-        self.path = path
+        self.path = path = self.single_input("point cloud") or sample_point_cloud_path()
         self.cloud: OrientedPoints = read_oriented_points(path, settings.points, settings.seed)
         self.normalization = Normalization.fit(self.cloud.points)
         self.in_features, self.out_features = 3, 1

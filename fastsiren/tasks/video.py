@@ -102,9 +102,7 @@ class VideoTask(Task):
 
     def __init__(self, settings: VideoSettings, context: FitContext):
         super().__init__(settings, context)
-        if len(settings.input) > 1:
-            raise InputError(f"video fits one file, got {len(settings.input)} inputs")
-        self.path = Path(settings.input[0]) if settings.input else sample_video_path()
+        self.path = self.single_input("file") or sample_video_path()
         frames, fps = read_video(self.path)
         if frames.shape[0] < 2:
             raise InputError(
