@@ -11,8 +11,11 @@ backend argument other than ``auto`` wins over it.
 
 Dispatch (``run_siren_jet``) is the only code that knows which algorithm and which ops run:
 order 1 with fewer outputs than coordinates takes the adjoint sweep on the torch backend
-(``fastsiren.adjoint``), everything else the forward-mode jet (``fastsiren.jet_function``) over
-the backend's ``JetOps``, and ``reference`` calls the reference's autograd.
+(``fastsiren.adjoint``); on the triton backend a jet no backward will follow runs as one kernel
+for the whole network where it fits (``fastsiren.kernels.network``: widths <= 128, a linear last
+layer; ``FASTSIREN_FUSED_NETWORK=0`` turns it off); everything else is the forward-mode jet
+(``fastsiren.jet_function``) over the backend's ``JetOps``, and ``reference`` calls the
+reference's autograd.
 """
 
 from __future__ import annotations
@@ -258,6 +261,12 @@ def prefers_adjoint(name: str, order: int, d: int, n_out: int) -> bool:
     return name == "torch" and order == 1 and n_out < d
 
 
+def _needs_backward(x, weights, biases) -> bool:
+    """Whether autograd may differentiate the jet: grad mode on and some input requiring grad."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, *weights, *biases))
+
+
 def run_siren_jet(
     x: torch.Tensor,
     weights: Sequence[torch.Tensor],
@@ -291,6 +300,13 @@ def run_siren_jet(
         x = x.detach()
         weights = [w.detach() for w in weights]
         biases = [b if b is None else b.detach() for b in biases]
+
+    if name == "triton" and not _needs_backward(x, weights, biases) and env.fused_network():
+        from fastsiren.kernels import network
+
+        if network.unsupported(x, weights, omegas, layout, outermost_linear) is None:
+            return Jet.from_stack(network.siren_network_fwd(x, weights, biases, omegas, layout),
+                                  layout)
 
     n_out = weights[-1].shape[-2]
     if prefers_adjoint(name, layout.order, layout.d, n_out):

@@ -6,6 +6,8 @@
 - ``FASTSIREN_COMPILE``: "1" compiles the torch backend's chunk functions with ``torch.compile``
   over traceable epilogues (``fastsiren.jet_function``, ``fastsiren.fused_epilogues``); off by
   default.
+- ``FASTSIREN_FUSED_NETWORK``: "0" keeps inference on the Triton backend layer by layer instead
+  of the whole-network kernel (``fastsiren.kernels.network``); on by default.
 - ``TRITON_INTERPRET``: Triton runs kernels in its interpreter on CPU tensors (tests).
 
 Values are read when used, not at import, so a malformed one fails the call that needs it with a
@@ -21,6 +23,7 @@ from fastsiren.errors import InputError
 BACKEND = "FASTSIREN_BACKEND"
 CHUNK_BYTES = "FASTSIREN_CHUNK_BYTES"
 COMPILE = "FASTSIREN_COMPILE"
+FUSED_NETWORK = "FASTSIREN_FUSED_NETWORK"
 TRITON_INTERPRET = "TRITON_INTERPRET"
 
 
@@ -45,6 +48,15 @@ def compile_jets() -> bool:
     if raw not in ("", "0", "1"):
         raise InputError(f"${COMPILE} must be 0 or 1, got {raw!r}")
     return raw == "1"
+
+
+def fused_network() -> bool:
+    """``FASTSIREN_FUSED_NETWORK``: "0" turns the whole-network inference kernel off, "1" or
+    unset leaves it on where the network fits it."""
+    raw = os.environ.get(FUSED_NETWORK, "").strip()
+    if raw not in ("", "0", "1"):
+        raise InputError(f"${FUSED_NETWORK} must be 0 or 1, got {raw!r}")
+    return raw != "0"
 
 
 def chunk_bytes(default: int) -> int:

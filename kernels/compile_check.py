@@ -7,8 +7,9 @@ divisibility, integers equal to 1), its autotune configs are pruned by the kerne
 and each kept config is compiled for ``GPUTarget("cuda", 90, 32)``; the ``ptxas -v`` log that
 Triton's own ptxas call writes gives registers, spill stores and loads and the stack frame.
 
-A config passes when it compiles, ptxas reports no spill stores and the stack frame is at most
-``STACK_ALLOWANCE``: the precise sine and cosine keep a small local array for their rare
+A config passes when it compiles, its shared memory fits one H100 block (``SHARED_LIMIT``: a
+launch asking for more fails at run time), ptxas reports no spill stores and the stack frame is
+at most ``STACK_ALLOWANCE``: the precise sine and cosine keep a small local array for their rare
 Payne-Hanek slow path (huge arguments), which ptxas places on the stack; that is not a spill.
 
 The dispatch matrix: storage dtypes float32 (in each of the three ``tl.dot`` input precisions),
@@ -45,6 +46,7 @@ from fastsiren.kernels import (
     first_layer,
     linear_layer,
     matmul,
+    network,
     precision,
     sine_layer,
     sine_vjp,
@@ -55,11 +57,13 @@ from triton.runtime.autotuner import Autotuner
 from fastsiren.jet import JetLayout
 
 TARGET = GPUTarget("cuda", 90, 32)
-FAMILIES = (first_layer, sine_layer, sine_vjp, matmul, linear_layer)
+FAMILIES = (first_layer, sine_layer, sine_vjp, matmul, linear_layer, network)
 
 # Stack frame (bytes) tolerated per storage dtype: the sin/cos slow-path array (fp32: 7 words,
 # rounded to 32; fp64: 40 with triton 3.9's ptxas, 48 with 3.6's, measured with a kernel that
 # only computes sin), never a spill.
+# Shared memory one block may use on sm_90 (227 KB, opt-in above 48 KB: Triton opts in).
+SHARED_LIMIT = 232448
 STACK_ALLOWANCE = {"fp32": 32, "bf16": 32, "fp16": 32, "fp64": 48}
 
 # The representative workloads: (label, d, width, order, hessian_diag, points, training), each
@@ -74,6 +78,17 @@ WORKLOADS = [
     ("lap-d3 infer", 3, 256, 2, False, 1 << 20, False),
 ]
 TIER_WORKLOADS = 1
+# The whole-network inference kernel (``network.py``, widths <= 128): (label, d, width, order,
+# outputs, points), each a d -> width x 3 -> outputs network; the tier runs the first two. A
+# workload the dispatch declines for a mode (``network.unsupported``: over the register budget)
+# records nothing there, as it launches nothing.
+NETWORK_WORKLOADS = [
+    ("net lap-d3 infer", 3, 128, 2, 1, 1 << 20),
+    ("net value-d2 infer", 2, 128, 0, 3, 1 << 20),
+    ("net grad-d3 infer", 3, 128, 1, 1, 1 << 20),
+    ("net lap-d2 infer", 2, 64, 2, 2, 1 << 20),
+]
+TIER_NETWORK_WORKLOADS = 2
 # (label, storage dtype, tl.dot input precision for fp32)
 MODES = [
     ("fp32-ieee", torch.float32, "ieee"),
@@ -123,6 +138,7 @@ class Result:
     spill_loads: int | None = None
     stack: int | None = None
     stack_allowance: int = 0
+    shared: int | None = None
     traffic_per_point: float | None = None
     features: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -130,7 +146,8 @@ class Result:
     @property
     def passed(self) -> bool:
         return (self.ok and self.spill_stores == 0
-                and (self.stack or 0) <= self.stack_allowance)
+                and (self.stack or 0) <= self.stack_allowance
+                and (self.shared or 0) <= SHARED_LIMIT)
 
 
 # ----------------------------------------------------------------------------- recording
@@ -187,6 +204,17 @@ def _replay_network(d, width, order, hess, n, dtype, train):
         sine_layer.sine_layer_preact(stack, wh, bh, 30.0)
 
 
+def _replay_whole_network(d, width, order, n_out, n, dtype):
+    """The one launch of the whole-network kernel for d -> width x 3 -> n_out."""
+    layout = JetLayout(order, d)
+    shapes = [(width, d), (width, width), (width, width), (n_out, width)]
+    weights = [_meta(1, *s, dtype=dtype) for s in shapes]
+    biases = [_meta(1, s[0], dtype=dtype) for s in shapes]
+    x, omegas = _meta(1, n, d, dtype=dtype), (30.0,) * 4
+    if network.unsupported(x, weights, omegas, layout, True) is None:
+        network.siren_network_fwd(x, weights, biases, omegas, layout)
+
+
 def _replay_many_inputs(dtype):
     """A drop-in first ``SineLayer`` with 32 inputs: the tl.dot path of the first layer."""
     layout = JetLayout(0, 32)
@@ -206,6 +234,10 @@ def record_launches(full: bool = False) -> list[Launch]:
                                                                      TIER_WORKLOADS]:
                 with _recording(launches, f"{mode_label} {label}", n):
                     _replay_network(d, width, order, hess, n, dtype, train)
+            for label, d, width, order, n_out, n in NETWORK_WORKLOADS[
+                    :None if full else TIER_NETWORK_WORKLOADS]:
+                with _recording(launches, f"{mode_label} {label}", n):
+                    _replay_whole_network(d, width, order, n_out, n, dtype)
             if full:
                 with _recording(launches, f"{mode_label} first-layer-K32 train", 4096):
                     _replay_many_inputs(dtype)
@@ -266,6 +298,7 @@ def compile_config(launch: Launch, cfg: triton.Config) -> Result:
             knobs.nvidia.dump_ptxas_log = dump
         res.__dict__.update(_ptxas_figures(log.getvalue(), ck.metadata.name))
         res.features = _features(ck.asm["ptx"])
+        res.shared = ck.metadata.shared
         res.ok = True
     except Exception as e:  # noqa: BLE001 - every failure is a result to report
         lines = str(e).strip().splitlines() or [""]
@@ -305,6 +338,9 @@ def traffic_per_point(launch: Launch, cfg: triton.Config) -> float:
         moved = (size(a["a_ptr"]) * P * Q * n_t + size(a["b_ptr"]) * Q * T * n_p
                  + size(a["c_ptr"]) * P * T * splits)
         return moved / launch.points
+    if name == "_siren_network_fwd_kernel":  # the coordinates in, the output jet out
+        rows = 1 + kw["D"] + int(kw["HAS_LAP"])
+        return size(a["x_ptr"]) * (kw["D_IN"] + rows * kw["N_OUT"])
     if name == "_linear_few_fwd_kernel":
         rows, e = a["rows"], size(a["s_ptr"])
         return e * rows * (a["K"] + a["M"]) / launch.points
@@ -401,6 +437,7 @@ def format_result(r: Result) -> str:
     feats = " ".join(f"{k}x{v}" for k, v in r.features.items())
     return (f"{status} {r.label:32s} {r.kernel:24s} {r.config:18s} regs={r.registers:3d} "
             f"spill_st={r.spill_stores} spill_ld={r.spill_loads} stack={r.stack} "
+            f"smem={(r.shared or 0) // 1024:3d}K "
             f"B/pt={r.traffic_per_point:7.0f} {r.seconds:5.1f}s {feats}")
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from .. import reference
+from .. import env, reference
 from ..functional import siren_jet
 from .cases import Case
 from .problem import Problem, jet_dict, workload_loss
@@ -136,12 +138,19 @@ def _naive_fn(prob: Problem) -> JetFn:
     return jet
 
 
-def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False) -> JetFn:
+def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False,
+                  fused_network: bool = True) -> JetFn:
+    """fastsiren's own dispatch; ``fused_network=False`` keeps triton inference layer by layer
+    (``FASTSIREN_FUSED_NETWORK=0`` around each call), to time the whole-network kernel."""
     spec, omegas = prob.spec, prob.omegas
     n_layers = len(omegas)
     kwargs = _precision_kwargs(prob) if backend == "triton" else {}
 
     def jet(x, params):
+        with _environment(env.FUSED_NETWORK, None if fused_network else "0"):
+            return _jet(x, params)
+
+    def _jet(x, params):
         j = siren_jet(
             x, params[:n_layers], params[n_layers:], omegas, spec.order,
             outermost_linear=True, backend=backend, hessian_diag=spec.hessian_diag,
@@ -150,6 +159,23 @@ def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False) -> 
         return jet_dict(j, spec)
 
     return jet
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block (None: left as it is)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 # Collapsed Taylor mode (Dangel et al., NeurIPS 2025; PyPI ``jet-for-pytorch``, imported as
@@ -245,6 +271,11 @@ PROVIDERS: dict[str, Provider] = {
                  self_compiling=True, algorithm=_fastsiren_torch_algorithm),
         Provider(
             "fastsiren-triton", "fastsiren triton", functools.partial(_fastsiren_fn, "triton"),
+            needs_cuda=True, kernel_precision=True,
+        ),
+        Provider(
+            "fastsiren-triton-layerwise", "fastsiren triton, layer by layer",
+            functools.partial(_fastsiren_fn, "triton", fused_network=False),
             needs_cuda=True, kernel_precision=True,
         ),
     ]
