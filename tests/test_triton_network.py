@@ -6,14 +6,15 @@ no hidden layer and three, d = 1..3 at orders 0-2, several outputs, batched netw
 that do not fill the last tile. Outputs are NaN-poisoned, so an unwritten slab fails. The
 dispatch tests check that inference (and only inference) takes the kernel, and that every
 network it declines still gets the right jet layer by layer. On a GPU the same tests run
-compiled, in "ieee".
+compiled, in "ieee"; tier c (``gpu``) adds real shapes in every precision the kernel takes,
+judged as the layerwise kernels are: error at most a small multiple of the torch backend's own.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from helpers import make_params
+from helpers import make_params, rel_err
 
 import fastsiren as fs
 from fastsiren.jet import Jet, JetLayout
@@ -210,3 +211,53 @@ def test_bad_inputs_raise(gen):
         network.siren_network_fwd(x.float(), weights, biases, omegas, layout)
     with pytest.raises(ValueError, match="linear last layer"):
         network.siren_network_fwd(x, weights[:1], biases[:1], omegas[:1], layout)
+
+
+# ----------------------------------------------------------------------------- tier c (GPU)
+
+# (N, d, width, outputs, order), each d -> width x 3 -> outputs
+GPU_NETWORK_CASES = [
+    pytest.param((1 << 18, 3, 128, 1, 2), id="N2^18-d3-w128-lap"),
+    pytest.param((1 << 18, 2, 128, 3, 0), id="N2^18-d2-w128-rgb"),
+    pytest.param((1 << 16, 2, 64, 2, 2), id="N2^16-d2-w64-out2-lap"),
+]
+# (dtype, mode, torch's TF32 switch, factor): as the layerwise kernels' GPU_RULES
+GPU_NETWORK_RULES = [
+    pytest.param(torch.float32, "ieee", False, 2.0, id="fp32-ieee"),
+    pytest.param(torch.float32, "tf32x3", False, 2.0, id="fp32-tf32x3"),
+    pytest.param(torch.float32, "tf32", True, 4.0, id="fp32-tf32"),
+    pytest.param(torch.bfloat16, "ieee", False, 2.0, id="bf16"),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype,mode,torch_tf32,factor", GPU_NETWORK_RULES)
+@pytest.mark.parametrize("case", GPU_NETWORK_CASES)
+def test_gpu_whole_network_precision(gen, case, dtype, mode, torch_tf32, factor):
+    """Real shapes through the dispatch under no_grad: the kernel where it fits the registers
+    (else the layerwise kernels), against the float64 torch backend, at most ``factor`` x the
+    torch backend's own error at the same precision."""
+    n, d, width, out, order = case
+    layout = JetLayout(order, d)
+    weights, biases, omegas = _network(gen, None, d, width, out, 2)
+    x = _points(gen, None, n, d)
+    truth = _torch_jet(x, weights, biases, omegas, layout).fields()
+
+    def errors(backend):
+        cast = [t.to(dtype) for t in (x, *weights, *biases)]
+        with torch.no_grad():
+            jet = fs.siren_jet(cast[0], cast[1:5], cast[5:], omegas, order, True, backend)
+        return {k: rel_err(v.double(), truth[k]) for k, v in jet.fields().items()}
+
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch_tf32
+    try:
+        with input_precision(mode):
+            ours = errors("triton")
+        theirs = errors("torch")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    floor = 4 * torch.finfo(dtype).eps
+    bad = {k: (ours[k], theirs[k]) for k in ours if ours[k] > factor * theirs[k] + floor}
+    assert not bad, f"errors (triton, torch) over {factor}x torch's: {bad}"
