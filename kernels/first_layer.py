@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import row_major_tile, sincos, wide
+from fastsiren.kernels._jit_helpers import row_major_tile, sincos, sine, wide
 from fastsiren.kernels._launch import (
     ANY_CLASS,
     COMPILE_OPTIONS,
@@ -150,7 +150,7 @@ def _first_layer_fwd_kernel(
         tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
     elif not KEEP_COS and ORDER == 0:  # order-0 inference: nothing reads cos u, return u
         tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
-        tl.store(out_ptr + offs_o, tl.sin(u).to(out_ptr.dtype.element_ty), mask=mask_0)
+        tl.store(out_ptr + offs_o, sine(u).to(out_ptr.dtype.element_ty), mask=mask_0)
     else:
         s, c = sincos(u)
         if KEEP_COS:  # a backward will run and reads cos u

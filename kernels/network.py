@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from fastsiren.kernels._jit_helpers import sincos, wide
+from fastsiren.kernels._jit_helpers import sincos, sine, wide
 from fastsiren.kernels._launch import (
     COMPILE_OPTIONS,
     FMA_MAX_K,
@@ -65,16 +65,16 @@ _NETWORK_CONFIGS = configs(_GPU_CONFIGS, config({"BLOCK_N": 16}, 4, 1))
 
 # Jet values per thread, (1 + D + HAS_LAP) BLOCK_N W_PAD / (32 num_warps), that a program may
 # carry, per register class and warp count; a config above it is dropped untimed, and a network
-# no config fits runs layer by layer. From the sm90 compile tier (triton 3.9, d -> 128 x 3 ->
-# out at orders 0-2 and 2 -> 64 x 3 -> 2 at order 2; kernels/README.md): the program holds each
-# slab as an operand and as a product, plus its share of the weight tile, so the budgets are far
-# below the layerwise forward's. Single pipeline stage: a second stage cost registers and spilled
-# 20-40 B. 16 warps (at most 128 registers) spilled small amounts even at 4 values per thread;
-# ieee, tf32x3 and fp64 keep their operand fragments in registers and fit order 0 (and small
-# widths) only.
+# no config fits runs layer by layer. From a sweep of every config in the sm90 compile check
+# (triton 3.9: d -> 128 x 3 -> out at orders 0-2, 2 -> 64 x 3 -> 2 at order 2; kernels/README.md):
+# the program holds each slab as an MMA operand and as a product, plus its share of the weight
+# tile, so the budgets are far below the layerwise forward's. One pipeline stage: a second cost
+# registers and spilled 20-40 B; 16 warps (at most 128 registers) spilled even at 4 values per
+# thread; ieee, tf32x3 and fp64 keep operand fragments in registers and fit order 0 (and small
+# widths) only. Known: bf16 / fp16 at 32 points x 64 wide, 8 warps (order 2, d = 2) spills 8 B.
 MAX_JET_PER_THREAD = {
-    "tf32": {4: 32, 8: 40},
-    "half": {4: 80},
+    "tf32": {4: 16, 8: 40},
+    "half": {8: 80},
     "tf32x3": {8: 8},
     "ieee": {8: 8},
     "fp64": {8: 16},
@@ -169,7 +169,7 @@ def _siren_network_fwd_kernel(
         u += xi[:, None] * wi[None, :]
     u *= omega_first
     if D == 0:
-        v = tl.sin(u)  # order 0: the value alone, no cosine
+        v = sine(u)  # order 0: the value alone
     else:
         v, c = sincos(u)
         w_col = w0_ptr + offs_w * D_IN
@@ -197,7 +197,7 @@ def _siren_network_fwd_kernel(
         u = _times_w(v, wt, omega_hidden, INPUT_PRECISION, ACC_DTYPE) \
             + omega_hidden * bias[None, :]
         if D == 0:
-            v = tl.sin(u)
+            v = sine(u)
         else:
             s, c = sincos(u)
             g = _times_w(g1, wt, omega_hidden, INPUT_PRECISION, ACC_DTYPE)

@@ -27,6 +27,7 @@ from fastsiren.kernels._jit_helpers import (
     row_major_tile,
     second_order_term,
     sincos,
+    sine,
     slab_offsets,
     wide,
 )
@@ -76,7 +77,7 @@ _SINE_FWD_CONFIGS = configs(
 # compile tier (sm_90a, d = 3), the lower of triton 3.9 and 3.6 (the GPU machines'): tf32 holds
 # 144 with 3.9 but spills 20-32 B at 96 with 3.6; bf16 holds 96 with both; tf32x3 holds 48 and
 # spills 80-592 B at 96; ieee spills 8 B at 48 with 3.6; fp64 spills 12 B at 48.
-MAX_ACC_PER_THREAD = {"tf32": 72, "half": 96, "tf32x3": 48, "ieee": 24, "fp64": 24}
+MAX_ACC_PER_THREAD = {"tf32": 72, "half": 96, "tf32x3": 48, "ieee": 36, "fp64": 24}
 
 
 def _prune_sine_fwd(candidates, named_args, **constexprs):
@@ -197,7 +198,7 @@ def _sine_layer_fwd_kernel(
         if KEEP_COS:
             tl.store(g_ptr + offs_0, c.to(g_ptr.dtype.element_ty), mask=mask_0)
     else:  # order-0 inference: nothing reads cos u, G keeps u
-        tl.store(out_ptr + offs_0, tl.sin(u).to(out_ptr.dtype.element_ty), mask=mask_0)
+        tl.store(out_ptr + offs_0, sine(u).to(out_ptr.dtype.element_ty), mask=mask_0)
         tl.store(g_ptr + offs_0, u.to(g_ptr.dtype.element_ty), mask=mask_0)
     if D > 0:
         g3 = tl.reshape(acc_g * omega, (D_PAD, BLOCK_N, BLOCK_M))

@@ -50,7 +50,7 @@ def results(tmp_path_factory) -> dict[str, list[dict]]:
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_compiles_without_spills(results, kernel):
     """Every kept config compiles, stores nothing to spill slots, and has no stack frame beyond
-    the sin/cos slow path's array."""
+    fp64's sin/cos slow-path array."""
     got = results[kernel]
     assert got, f"{kernel}: no launch recorded: the dispatch matrix misses it"
     modes = {r["label"].split()[0] for r in got}
