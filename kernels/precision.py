@@ -2,8 +2,9 @@
 
 fp32 operands can enter the tensor cores three ways (Triton's ``input_precision``):
 
-  "ieee"    exact fp32 products (no tensor-core shortcut); what the equivalence tests use
-  "tf32x3"  three TF32 products per fp32 product: close to fp32 accuracy, faster than ieee
+  "ieee"    exact fp32 products on the CUDA cores (no tensor cores): slow
+  "tf32x3"  three TF32 products per fp32 product on the tensor cores: fp32-accurate, the
+            default for fp32
   "tf32"    one TF32 product (10-bit mantissa): fastest, about 1e-3 relative error per GEMM
 
 Resolution, first match wins:
@@ -11,10 +12,16 @@ Resolution, first match wins:
 1. under ``TRITON_INTERPRET=1``: always "ieee" (the interpreter computes in numpy, exactly);
 2. an explicit override: ``set_input_precision(mode)`` or ``with input_precision(mode): ...``;
 3. the environment variable ``FASTSIREN_INPUT_PRECISION``;
-4. PyTorch's own switch, so fastsiren's GEMMs round like the eager matmuls they are compared
-   with: "tf32" or "ieee" as ``torch.backends.cuda.matmul.fp32_precision`` says (then the
-   global ``torch.backends.fp32_precision``), else the legacy ``allow_tf32`` flag. The new API
-   is read first: once it has been used, torch >= 2.9 raises on reading the legacy flag.
+4. PyTorch's own switch: "tf32" where torch lets fp32 matmuls use TF32
+   (``torch.backends.cuda.matmul.fp32_precision``, then the global
+   ``torch.backends.fp32_precision``, else the legacy ``allow_tf32`` flag; the new API is read
+   first: once it has been used, torch >= 2.9 raises on reading the legacy flag), otherwise
+   "tf32x3", which keeps fp32 accuracy to a few roundings: emulated bit by bit on SIREN jets
+   and training steps (``bench/measure_input_precision.py``), its error is 0.8-1.3x that of
+   fp32 "ieee" matmuls with a round-to-nearest accumulator, 2-5x (hidden-layer weight
+   gradients, long reductions: up to 16x, 2.4e-5 of their scale) with a truncating one, where
+   "tf32" is ~3000x. kernels/README.md has the table.
+   "ieee" runs only when asked for (2 or 3).
 
 The override is process-wide, not thread- or context-local, on purpose: autograd runs CUDA
 backward passes on its own worker thread, which would not see a thread-local or ``contextvars``
@@ -35,6 +42,7 @@ import torch
 __all__ = ["INPUT_PRECISIONS", "current_input_precision", "input_precision", "set_input_precision"]
 
 INPUT_PRECISIONS = ("ieee", "tf32x3", "tf32")
+FP32_ACCURATE = "tf32x3"  # the mode for fp32 when torch does not allow TF32
 ENV_VAR = "FASTSIREN_INPUT_PRECISION"
 
 _override: str | None = None
@@ -82,9 +90,10 @@ def current_input_precision() -> str:
 
 
 def _torch_matmul_precision() -> str:
-    """"tf32" or "ieee" from PyTorch's cuBLAS fp32 matmul setting (see the module docstring)."""
+    """"tf32" where PyTorch's cuBLAS fp32 matmul setting allows TF32, else "tf32x3" (see the
+    module docstring)."""
     for setting in (torch.backends.cuda.matmul, torch.backends):
         mode = getattr(setting, "fp32_precision", "none")
         if mode in ("tf32", "ieee"):
-            return mode
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+            return "tf32" if mode == "tf32" else FP32_ACCURATE
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else FP32_ACCURATE

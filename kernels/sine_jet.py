@@ -30,28 +30,32 @@ u = G_0, g_i = G_i (i = 1..d), g_L = G_L.  With s = sin u, c = cos u::
 First layer: S = (x, I, 0), so g_i = omega W[:, i] is one vector per feature and g_L = 0.
 
 Precision: fp32 storage with ``tl.dot(input_precision=...)`` from ``fastsiren.kernels.precision``
-("ieee" unless ``torch.backends.cuda.matmul.allow_tf32`` or an explicit override says "tf32" or
-"tf32x3"; always "ieee" under the interpreter). bf16 / fp16 storage: tensor-core products with
-fp32 accumulation; bias, omega, sin, cos and the epilogue in fp32; cast once at the store. fp64
-storage is computed in fp64 (exactness tests under the interpreter). Note that Triton passes
-omega as an fp32 scalar, so in fp64 an omega that is not exactly representable in fp32 is
-rounded (the usual 30.0 and 1.0 are exact).
+("tf32x3", fp32-accurate on the tensor cores, unless torch allows TF32 ("tf32") or an explicit
+override says "ieee"; always "ieee" under the interpreter). bf16 / fp16 storage: tensor-core
+products with fp32 accumulation; bias, omega, sin, cos and the epilogue in fp32; cast once at
+the store. fp64 storage is computed in fp64 (exactness tests under the interpreter). Note that
+Triton passes omega as an fp32 scalar, so in fp64 an omega that is not exactly representable in
+fp32 is rounded (the usual 30.0 and 1.0 are exact).
 
-Measured error against the fp64 torch backend (relative max error, 2->256x3->1, omega 30,
-N = 2^20, order 2):
+Error against float64 (max abs error over the float64 output's max), the matmul modes emulated
+bit by bit on the CPU (``bench/measure_input_precision.py``: tf32 operands truncated by the MMA,
+tf32x3's split rounded to nearest, exact products, each K = 8 step rounded into the fp32
+accumulator; N = 8192, omega 30, 3 -> 256 x 3 -> 1 at order 2; the hidden-layer GEMMs emulated,
+the first and last layers' FMAs fp32 as on the GPU):
 
-  =========  =========  =========  =========
-  mode       value      gradient   Laplacian
-  =========  =========  =========  =========
-  ieee       pending    pending    pending
-  tf32x3     pending    pending    pending
-  tf32       pending    pending    pending
-  bf16       pending    pending    pending
-  =========  =========  =========  =========
+  =========  =========  =========  =========  =========================
+  mode       value      gradient   Laplacian  parameter gradients
+  =========  =========  =========  =========  =========================
+  ieee       8.8e-7     1.3e-6     1.5e-6     1.3e-6 - 2.1e-6
+  tf32x3     7.9e-7     1.3e-6     1.4e-6     1.3e-6 - 1.8e-6
+  tf32       1.5e-3     3.3e-3     4.3e-3     4.2e-3 - 6.3e-3
+  =========  =========  =========  =========  =========================
 
-(GPU measurements are pending: these kernels were developed under the interpreter and checked
-by the offline sm_90a compile; kernels/README.md lists what the first GPU run checks first, the
-compile figures per kernel and what is left of the traffic work.)
+(the accumulator rounded to nearest; rounded toward zero, tf32x3's errors are 2-5x ieee's and
+up to 16x for the hidden layers' weight gradients: bench/results/input-precision-emulated*.md,
+which also have the order-1 case. On a GPU: pending, with bf16; kernels/README.md lists what
+the first GPU run checks first, the compile figures per kernel and what is left of the traffic
+work.)
 """
 
 from __future__ import annotations

@@ -337,7 +337,7 @@ def test_precision_knob(monkeypatch):
     try:
         for allow in (False, True):
             torch.backends.cuda.matmul.allow_tf32 = allow
-            assert precision.current_input_precision() == ("tf32" if allow else "ieee")
+            assert precision.current_input_precision() == ("tf32" if allow else "tf32x3")
         monkeypatch.setenv(precision.ENV_VAR, "tf32x3")
         assert precision.current_input_precision() == "tf32x3"
         with input_precision("tf32"):
@@ -371,9 +371,9 @@ def test_precision_knob_reads_the_new_torch_api(monkeypatch):
     matmul = torch.backends.cuda.matmul
     saved = matmul.fp32_precision
     try:
-        for mode in ("tf32", "ieee"):
+        for mode, want in (("tf32", "tf32"), ("ieee", "tf32x3")):
             matmul.fp32_precision = mode
-            assert precision.current_input_precision() == mode
+            assert precision.current_input_precision() == want
     finally:
         matmul.fp32_precision = saved
 

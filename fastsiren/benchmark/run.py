@@ -126,7 +126,7 @@ class Runner:
         device = self.settings.device
         if provider.needs_cuda and device.type != "cuda":
             return Prepared("skipped", note="needs CUDA")
-        if name == "fastsiren-triton":
+        if name.startswith("fastsiren-triton"):
             from ..backend import unavailable
 
             reason = unavailable("triton", device)
@@ -139,7 +139,9 @@ class Runner:
         prob = self.problem(case, precision)
         note = ""
         if provider.kernel_precision and not _precision_kwargs(prob):
-            note = "kernel precision not selectable: backend default"
+            from ..kernels.precision import current_input_precision
+
+            note = f"kernel matmuls: {current_input_precision()}"
         if provider.omits:
             note = "; ".join(filter(None, [note, f"computes no {', '.join(provider.omits)}"]))
         try:
