@@ -52,8 +52,8 @@ the first and last layers' FMAs fp32 as on the GPU):
   =========  =========  =========  =========  =========================
 
 (the accumulator rounded to nearest; rounded toward zero, tf32x3's errors are 2-5x ieee's and
-up to 16x for the hidden layers' weight gradients: bench/results/input-precision-emulated*.md,
-which also have the order-1 case. On a GPU: pending, with bf16; kernels/README.md lists what
+up to 16x for the hidden layers' weight gradients: bench/results/precision/, which also has the
+order-1 case. On a GPU: pending, with bf16; kernels/README.md lists what
 the first GPU run checks first, the compile figures per kernel and what is left of the traffic
 work.)
 """
