@@ -8,11 +8,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# pi/2 as the sum of three fp32 values (the first is fp32(pi/2), each next one the fp32 rounding
-# of what is left), and 2/pi: the range reduction of ``sincos``.
-_PIO2_1 = tl.constexpr(1.5707963705062866)
-_PIO2_2 = tl.constexpr(-4.371138828673793e-08)
-_PIO2_3 = tl.constexpr(-1.7763568394002505e-15)
+# pi/2 as the sum of three fp32 values, the first two of at most 12 significant bits (so k times
+# them is exact in fp32 for k < 2^12 even where an FMA is not fused), the third the fp32
+# rounding of the rest; and 2/pi: the range reduction of ``sincos``.
+_PIO2_1 = tl.constexpr(1.5703125)
+_PIO2_2 = tl.constexpr(0.0004837512969970703)
+_PIO2_3 = tl.constexpr(7.549790126404332e-08)
 _TWO_OVER_PI = tl.constexpr(0.6366197723675814)
 # Minimax polynomials of sin r / r - 1 and cos r - 1 + r^2 / 2 on |r| <= pi/4, in z = r^2 (the
 # Cephes sinf / cosf coefficients).
@@ -29,14 +30,15 @@ def sincos(u):
     """sin u and cos u from one range reduction, shared by every slab's epilogue.
 
     fp32: u = k pi/2 + r with k = round(u 2/pi) and |r| <= pi/4, r by three FMAs with the split
-    of pi/2 above (each exact to one rounding of r, so r keeps its accuracy while k < 2^24);
+    of pi/2 above (fused, as compiled on the GPU: each exact to one rounding of r, so r keeps
+    its accuracy while k < 2^24; unfused, k c_1 and k c_2 stay exact to |u| of about 1e4);
     then sin r and cos r by the two polynomials, and the quadrant k mod 4 picks and signs them:
     sin u = (s, c, -s, -c)[k mod 4], cos u = (c, -s, -c, s)[k mod 4]. Max absolute error
-    9.3e-8 for |u| < 1e5 and 1.1e-7 for |u| < 1e6, about 1.5 ulp near 1 (correctly rounded:
-    3e-8, half an ulp; libdevice's sinf / cosf promise 2 ulp); tested in
-    tests/test_triton_sincos.py. Unlike libdevice it has no slow path for huge arguments, so no
-    call frame on the stack, and one reduction serves both. SIREN pre-activations are
-    omega (W h + b), a few hundred at most.
+    9.3e-8 for |u| < 1e5 and 1.1e-7 for |u| < 1e6 with fused FMAs (9.2e-8 for |u| < 1e4
+    without), about 1.5 ulp near 1 (correctly rounded: 3e-8, half an ulp; libdevice's sinf /
+    cosf promise 2 ulp); tested in tests/test_triton_sincos.py. Unlike libdevice it has no slow
+    path for huge arguments, so no call frame on the stack, and one reduction serves both.
+    SIREN pre-activations are omega (W h + b), a few hundred at most.
 
     fp64 (the exactness tier): ``tl.sin`` / ``tl.cos``."""
     if u.dtype == tl.float64:
