@@ -6,20 +6,25 @@ G on top when a backward follows). Without a backward nothing between the layers
 again, so here one program owns BLOCK_N points of one network and carries their jet through
 every layer in registers: only the coordinates come in and the output jet goes out.
 
-Slabs are grouped 4 + 1: the value and the d gradient rows form one ``tl.dot`` operand
-A [A_PAD * BLOCK_N, W_PAD] (slab-major rows, A_PAD = pow2(1 + d): no padding at d = 1 or 3),
-the Laplacian rows another, Lap [BLOCK_N, W_PAD]. A hidden layer is then at most two
-``tl.dot``s against the whole weight tile (W_PAD x W_PAD, loaded once per program and layer;
-all layers' weights together stay in L2), where the layerwise forward issues three.
+Each slab is its own 2-D tile [BLOCK_N, W_PAD] (the value, d <= 3 gradient slabs, the
+Laplacian): a hidden layer is one ``tl.dot`` per slab against the same whole weight tile
+(W_PAD x W_PAD, loaded once per program and layer; all layers' weights together stay in L2),
+and the epilogue is elementwise across tiles of one layout. (Stacking the value and gradient
+rows into one operand, as the layerwise forward stacks its gradient slabs, needs reshapes
+between the MMA and 3-D layouts and spilled 400-600 B at width 128; separate tiles compile
+clean and pad no slab.)
 
-Math, per sine layer (the layerwise kernels' jet, ``fastsiren.kernels.sine_jet``)::
+Math, per sine layer (the layerwise kernels' jet, ``fastsiren.kernels.sine_jet``), for the
+slab tiles z (value), g_i (gradient), g_L (Laplacian) of the layer's input::
 
-    Z = omega (A W^T + b on slab 0),   u = Z_0,  g_i = Z_i,   g_L = omega Lap W^T
+    u = omega (z W^T + b),   g_i' = omega g_i W^T,   g_L' = omega g_L W^T
     s, c = sin u, cos u
-    A' = [s, c g_1, ..., c g_d]        Lap' = c g_L - s sum_i g_i^2
+    out: z = s,   g_i = c g_i',   g_L = c g_L' - s sum_i g_i'^2
 
-The first layer's input jet is (x, I, 0): Z = [omega (x W^T + b), omega W[:, 0], ...,
-omega W[:, d-1]] (the gradient rows are one vector per feature) and g_L = 0. The final linear
+The first layer's input jet is (x, I, 0): u = omega (x W^T + b) by FMAs over the few inputs,
+g_i' = omega W[:, i] (one vector per feature, shared by every point) and g_L' = 0. The
+eligible networks' jets also need at most 4 + 1 tiles live per program (``MAX_GRAD_D``) and
+the register budgets below, a grid of BLOCK_N-point programs per network. The final linear
 layer is a reduction over the width per output: with at most 8 outputs a ``tl.dot`` would pad
 them to 16 columns.
 
