@@ -22,16 +22,15 @@ slab tiles z (value), g_i (gradient), g_L (Laplacian) of the layer's input::
     out: z = s,   g_i = c g_i',   g_L = c g_L' - s sum_i g_i'^2
 
 The first layer's input jet is (x, I, 0): u = omega (x W^T + b) by FMAs over the few inputs,
-g_i' = omega W[:, i] (one vector per feature, shared by every point) and g_L' = 0. The
-eligible networks' jets also need at most 4 + 1 tiles live per program (``MAX_GRAD_D``) and
-the register budgets below, a grid of BLOCK_N-point programs per network. The final linear
-layer is a reduction over the width per output: with at most 8 outputs a ``tl.dot`` would pad
+g_i' = omega W[:, i] (one vector per feature, shared by every point) and g_L' = 0. The final
+linear layer is a reduction over the width per output: with at most 8 outputs a ``tl.dot`` would pad
 them to 16 columns.
 
 Eligible networks (``unsupported`` says why one is not): a linear last layer with at most
 ``MAX_OUTPUTS`` outputs after at least one sine layer, every hidden layer the same width
-<= ``MAX_WIDTH`` and the same omega, and a jet of order 0 (at most 16 inputs) or order 1-2 with
-the Laplacian at d <= 3. The dispatch (``fastsiren.backend.run_siren_jet``) sends every other
+<= ``MAX_WIDTH`` and the same omega, a jet of order 0 (at most 16 inputs) or order 1-2 with
+the Laplacian at d <= ``MAX_GRAD_D`` = 3, and a tile within ``MAX_JET_PER_THREAD`` for the
+launch's register class. The dispatch (``fastsiren.backend.run_siren_jet``) sends every other
 network, and every jet a backward will follow, through the layerwise kernels.
 """
 
