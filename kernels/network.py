@@ -23,8 +23,8 @@ slab tiles z (value), g_i (gradient), g_L (Laplacian) of the layer's input::
 
 The first layer's input jet is (x, I, 0): u = omega (x W^T + b) by FMAs over the few inputs,
 g_i' = omega W[:, i] (one vector per feature, shared by every point) and g_L' = 0. The final
-linear layer is a reduction over the width per output: with at most 8 outputs a ``tl.dot`` would pad
-them to 16 columns.
+linear layer is a reduction over the width per output: with at most 8 outputs a ``tl.dot``
+would pad them to 16 columns.
 
 Eligible networks (``unsupported`` says why one is not): a linear last layer with at most
 ``MAX_OUTPUTS`` outputs after at least one sine layer, every hidden layer the same width
