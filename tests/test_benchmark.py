@@ -186,7 +186,8 @@ def test_help_loads_no_provider_runner_or_matplotlib():
     # (torch.profiler itself comes with `import torch` in torch 2.13: nothing to save there.)
     code = ("import sys; from fastsiren.cli import build_parser; build_parser(); "
             "heavy = ['fastsiren.benchmark.providers', 'fastsiren.benchmark.run', "
-            "'fastsiren.benchmark.memory', 'fastsiren.benchmark.report', 'matplotlib']; "
+            "'fastsiren.benchmark.memory', 'fastsiren.benchmark.tables', "
+            "'fastsiren.benchmark.plot', 'fastsiren.benchmark.readme', 'matplotlib']; "
             "print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout

@@ -37,8 +37,13 @@ Modules, in the order the data flows:
     providers  the ways of computing a workload's jet
     gemm       the bare-GEMM bound per algorithm and the FLOP formulas
     measure    timing, verification; peak memory (CPU: in a child process, ``memory``)
-    run        the runner: prepare (build, first call, verify), time, measure memory
-    report     machine line, targets, console table, Markdown, plot, README section
+    run        the runner: prepare (build, first call, verify), time, measure memory; the
+               result rows and their file schema
+    machine    the machine line every result carries
+    targets    the speed targets per device and whether a run met them
+    tables     the console table, the legend of its short words, the Markdown report
+    plot       time against N per provider
+    readme     the README's generated table and headline sentence
     cli        ``fastsiren bench``: arguments, the run, its files
 
 Names are re-exported here lazily, so that ``fastsiren --help`` (which imports ``cli`` to build
@@ -59,15 +64,17 @@ _EXPORTS = {
     "Unavailable": "providers", "Unsupported": "providers",
     "BOUND": "gemm", "ADJOINT_BOUND": "gemm", "BOUNDS": "gemm", "gemm_shapes": "gemm",
     "gemm_flops": "gemm", "gemm_bound_fn": "gemm",
-    "RTOL": "measure", "Settings": "measure", "Timing": "measure", "time_fn": "measure",
+    "RTOL": "measure", "Settings": "measure", "Timing": "measure",
     "compare": "measure", "rel_rms": "measure",
-    "Prepared": "run", "Result": "run", "Runner": "run",
-    "SCHEMA": "report", "READABLE_SCHEMAS": "report", "README_BEGIN": "report",
-    "README_END": "report", "HEADLINE_BEGIN": "report", "HEADLINE_END": "report",
-    "console_table": "report", "evaluate_targets": "report", "legend": "report",
-    "machine_info": "report", "machine_line": "report", "markdown_report": "report",
-    "readme_headline": "report", "readme_section": "report", "replace_readme_section": "report",
-    "write_plot": "report",
+    "Prepared": "run", "Result": "run", "Runner": "run", "SCHEMA": "run",
+    "READABLE_SCHEMAS": "run",
+    "machine_info": "machine", "machine_line": "machine",
+    "TARGETS": "targets", "evaluate_targets": "targets",
+    "console_table": "tables", "legend": "tables", "markdown_report": "tables",
+    "write_plot": "plot",
+    "README_BEGIN": "readme", "README_END": "readme", "HEADLINE_BEGIN": "readme",
+    "HEADLINE_END": "readme", "readme_headline": "readme", "readme_section": "readme",
+    "replace_readme_section": "readme",
     "add_arguments": "cli", "main": "cli",
 }
 __all__ = sorted(_EXPORTS)

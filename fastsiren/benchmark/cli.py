@@ -88,20 +88,13 @@ def main(args: argparse.Namespace) -> int:
     preset, cases = resolve_cases(args)
     config = PRESETS[preset]
     from .gemm import BOUNDS
+    from .machine import device_slug, machine_info, machine_line
     from .measure import Settings, environ
+    from .plot import write_plot
     from .providers import PROVIDERS, REFERENCE
-    from .report import (
-        SCHEMA,
-        console_table,
-        device_slug,
-        evaluate_targets,
-        legend,
-        machine_info,
-        machine_line,
-        markdown_report,
-        write_plot,
-    )
-    from .run import Runner
+    from .run import SCHEMA, Runner
+    from .tables import console_table, legend, markdown_report
+    from .targets import evaluate_targets
 
     known = [*PROVIDERS, *BOUNDS]
     names = _csv(args.providers) or known

@@ -47,11 +47,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn: Callable[[], object], settings: Settings) -> Timing:
-    """Median and quartiles of fn's run time, after warm-up."""
-    return time_interleaved([fn], settings)[0]
-
-
 def time_interleaved(fns: Sequence[Callable[[], object]], settings: Settings) -> list[Timing]:
     """Median and quartiles of each fn's run time, after warm-up.
 

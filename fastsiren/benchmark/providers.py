@@ -232,9 +232,9 @@ def _reverse_at_order_1(case: Case) -> str:
 
 
 def _fastsiren_torch_algorithm(case: Case) -> str:
-    """The torch backend's own dispatch (``fastsiren.backend``): the adjoint sweep at order 1
+    """The torch backend's own dispatch (``fastsiren.dispatch``): the adjoint sweep at order 1
     when the network has fewer outputs than coordinates."""
-    from ..backend import prefers_adjoint
+    from ..dispatch import prefers_adjoint
 
     adjoint = prefers_adjoint("torch", case.spec.order, case.d, case.spec.out_features)
     return "adjoint" if adjoint else "forward"

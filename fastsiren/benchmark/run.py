@@ -37,6 +37,12 @@ from .providers import (
     workload_fn,
 )
 
+# The layout of a result file's rows (``Result``). /2 added per row "algorithm" (the bound it is
+# held to) and "flags" (why its numbers are not to be trusted), and the "gemm-adjoint" bound;
+# /1 files read as rows without them.
+SCHEMA = "fastsiren-bench/2"
+READABLE_SCHEMAS = ("fastsiren-bench/1", SCHEMA)
+
 
 @dataclass
 class Result:
@@ -127,7 +133,7 @@ class Runner:
         if provider.needs_cuda and device.type != "cuda":
             return Prepared("skipped", note="needs CUDA")
         if name.startswith("fastsiren-triton"):
-            from ..backend import unavailable
+            from ..jet_ops import unavailable
 
             reason = unavailable("triton", device)
             if reason is not None:
