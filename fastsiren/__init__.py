@@ -6,7 +6,7 @@ fused Triton kernels (CUDA).
 """
 
 from . import fit, functional
-from .backend import BACKENDS
+from .jet_ops import BACKENDS
 from .fit import load_model
 from .functional import siren, siren_jet
 from .jet import Jet, JetLayout

@@ -5,7 +5,7 @@ costs 3 (1 + d) slab-matmuls per layer. When the network has fewer outputs O tha
 coordinates d (an SDF: O = 1, d = 3), the reverse sweep is cheaper: one value slab forward, then
 O adjoint slabs backward to the input, 3 (1 + O) slab-matmuls per layer in all, which is also
 what nested autograd does (measured on a 2-core CPU, 3->256x3->1, eikonal step: see the
-benchmark results). ``fastsiren.backend.run_siren_jet`` picks it for order 1 when O < d on the
+benchmark results). ``fastsiren.dispatch.run_siren_jet`` picks it for order 1 when O < d on the
 torch backend.
 
 Math, per sine layer l with h_l = z_{l-1} W_l^T + b_l, u_l = omega_l h_l, z_l = sin u_l

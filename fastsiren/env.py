@@ -1,6 +1,6 @@
 """The environment variables the engine reads, each parsed in one place.
 
-- ``FASTSIREN_BACKEND``: the backend ``auto`` stands for during a whole run (``fastsiren.backend``).
+- ``FASTSIREN_BACKEND``: the backend ``auto`` stands for during a whole run (``fastsiren.dispatch``).
 - ``FASTSIREN_CHUNK_BYTES``: bytes per stacked activation chunk on the CPU
   (``fastsiren.sine_jet.points_per_chunk``).
 - ``FASTSIREN_COMPILE``: "1" compiles the torch backend's chunk functions with ``torch.compile``
@@ -37,7 +37,7 @@ def interpreting() -> bool:
 
 def backend_override() -> str | None:
     """``FASTSIREN_BACKEND`` if set and not empty (checked against the backend names by
-    ``fastsiren.backend.resolve``)."""
+    ``fastsiren.dispatch.resolve``)."""
     return os.environ.get(BACKEND) or None
 
 

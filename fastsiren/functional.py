@@ -2,7 +2,7 @@
 
 ``siren_jet`` is the one entry point every module and task goes through: it validates, brings the
 arguments to the canonical batched layout (x [B, N, d], W [B, M, K]), hands them to
-``fastsiren.backend.run_siren_jet`` (which picks the backend and the algorithm) and returns a
+``fastsiren.dispatch.run_siren_jet`` (which picks the backend and the algorithm) and returns a
 ``Jet`` shaped like the coordinates. Weights may carry a leading batch dimension: B independent
 SIRENs, as hypernetworks and many-signal fitting use.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fastsiren import backend as _backend
+from fastsiren.dispatch import resolve, run_siren_jet
 from fastsiren.jet import Jet, JetLayout
 
 __all__ = ["siren", "siren_jet"]
@@ -114,7 +114,7 @@ def siren_jet(
         order: 0 value, 1 value and gradient, 2 also the Laplacian.
         hessian_diag: at order 2, also return the per-axis second derivatives d2y/dx_i2.
         recompute: keep only layer inputs for backward and redo matmuls there (less memory).
-        backend: "auto", "torch", "triton" or "reference" (see ``fastsiren.backend``).
+        backend: "auto", "torch", "triton" or "reference" (see ``fastsiren.jet_ops``).
         compile_chunks: torch backend: run each chunk of points through one ``torch.compile``
             graph (``fastsiren.jet_function``): seconds to a minute once per shape, faster calls
             after, so for fits of many steps. None reads ``$FASTSIREN_COMPILE`` (default off).
@@ -125,7 +125,7 @@ def siren_jet(
     weights, biases, omegas = list(weights), list(biases), tuple(float(o) for o in omegas)
     batched = _validate(x, weights, biases, omegas, outermost_linear)
     layout = JetLayout(order, x.shape[-1], hessian_diag)
-    name = _backend.resolve(backend, x.device)
+    name = resolve(backend, x.device)
 
     d = x.shape[-1]
     if batched:
@@ -140,8 +140,8 @@ def siren_jet(
     xb = xb.contiguous()
     weights = [w.contiguous() for w in weights]
     biases = [None if b is None else b.contiguous() for b in biases]
-    jet = _backend.run_siren_jet(xb, weights, biases, omegas, layout, outermost_linear, recompute,
-                                 name, compile_chunks)
+    jet = run_siren_jet(xb, weights, biases, omegas, layout, outermost_linear, recompute, name,
+                        compile_chunks)
     return jet.with_lead_shape(lead_shape)
 
 

@@ -3,7 +3,7 @@
 One Function for the whole network, not one per layer: the backward of layer l needs sin u of
 layer l, which is the value slab of layer l+1's input, so a network-level Function shares it
 instead of storing it twice, and autograd records one node instead of a graph over every
-elementwise op. The per-layer math comes from a backend's ops (``fastsiren.backend.JetOps``:
+elementwise op. The per-layer math comes from a backend's ops (``fastsiren.jet_ops.JetOps``:
 ``fastsiren.sine_jet`` for torch, ``fastsiren.kernels.sine_jet`` for Triton).
 
 Saved for backward, per layer: its input stack (the previous layer's output, which exists anyway)
@@ -29,15 +29,12 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from fastsiren.jet import JetLayout
+from fastsiren.jet_ops import JetOps
 from fastsiren.nested_autograd import graph_vjp, jet_stack
-
-if TYPE_CHECKING:
-    from fastsiren.backend import JetOps
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from fastsiren import backend as _backend
 from fastsiren.functional import siren_jet
 from fastsiren.jet import Jet
+from fastsiren.jet_ops import check_name
 from fastsiren.reference.siren import sine_init_bound
 
 __all__ = ["SineLayer", "Siren", "convert_official_state_dict"]
@@ -39,7 +39,7 @@ class _BackendMixin:
 
     def to(self, *args, backend: str | None = None, **kwargs):
         if backend is not None:
-            _backend.check_name(backend, "backend argument")
+            check_name(backend, "backend argument")
             for module in self.modules():
                 if isinstance(module, _BackendMixin):
                     module.backend = backend
@@ -73,7 +73,7 @@ class SineLayer(_BackendMixin, nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.is_first = is_first
         self.omega_0 = float(omega_0)
-        self.backend = _backend.check_name(backend, "backend argument")
+        self.backend = check_name(backend, "backend argument")
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.reset_parameters()
 

@@ -3,7 +3,7 @@ r"""Jet recurrences of SIREN layers and their hand-derived VJPs, in torch ops.
 This is the CPU fast path (the ``torch`` backend) and the executable specification for the
 Triton kernels in ``fastsiren.kernels.sine_jet``: both expose the same functions with the same
 shapes (``{first,sine}_layer_{preact,fwd,bwd}``, ``linear_layer_{fwd,bwd}`` and
-``points_per_chunk``: the contract ``fastsiren.backend.JetOps``), and
+``points_per_chunk``: the contract ``fastsiren.jet_ops.JetOps``), and
 ``fastsiren.jet_function.SirenJetFunction`` chains either set layer by layer.
 
 Shapes (B independent networks; unbatched weights arrive with B = 1):
@@ -266,7 +266,7 @@ class EagerEpilogues:
 
 
 class TorchJetOps:
-    """``fastsiren.backend.JetOps`` in torch ops: the matmuls above around one set of epilogues
+    """``fastsiren.jet_ops.JetOps`` in torch ops: the matmuls above around one set of epilogues
     (``EagerEpilogues`` here; ``fastsiren.fused_epilogues`` builds the compiled set)."""
 
     points_per_chunk = staticmethod(points_per_chunk)

@@ -1,7 +1,7 @@
 """Triton kernels for fastsiren (installed as ``fastsiren.kernels``).
 
 ``fastsiren.kernels.sine_jet`` holds the fused jet kernels (imported lazily by
-``fastsiren.backend``, since it needs Triton); this package itself only exposes the matmul
+``fastsiren.jet_ops``, since it needs Triton); this package itself only exposes the matmul
 precision knob, which imports without Triton.
 """
 

@@ -30,7 +30,7 @@ Eligible networks (``unsupported`` says why one is not): a linear last layer wit
 ``MAX_OUTPUTS`` outputs after at least one sine layer, every hidden layer the same width
 <= ``MAX_WIDTH`` and the same omega, a jet of order 0 (at most 16 inputs) or order 1-2 with
 the Laplacian at d <= ``MAX_GRAD_D`` = 3, and a tile within ``MAX_JET_PER_THREAD`` for the
-launch's register class. The dispatch (``fastsiren.backend.run_siren_jet``) sends every other
+launch's register class. The dispatch (``fastsiren.dispatch.run_siren_jet``) sends every other
 network, and every jet a backward will follow, through the layerwise kernels.
 """
 

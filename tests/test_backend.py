@@ -1,6 +1,6 @@
-"""The backend contract and the one dispatch place.
+"""The backend contract (``fastsiren.jet_ops``) and the one dispatch place (``fastsiren.dispatch``).
 
-Both ops modules must implement ``fastsiren.backend.JetOps`` with the contract's exact signatures
+Both ops modules must implement ``fastsiren.jet_ops.JetOps`` with the contract's exact signatures
 (names, order, defaults), so ``fastsiren.jet_function`` can chain either. The Triton module is
 checked under TRITON_INTERPRET=1 on the CPU (set by conftest.py).
 """
@@ -12,7 +12,7 @@ import inspect
 import pytest
 import torch
 
-from fastsiren import backend
+from fastsiren import jet_ops
 
 
 def _signature_without_self(fn) -> list[tuple[str, object, object]]:
@@ -22,22 +22,22 @@ def _signature_without_self(fn) -> list[tuple[str, object, object]]:
     return [(p.name, p.kind, p.default) for p in params]
 
 
-@pytest.mark.parametrize("name", [*sorted(backend.OPS_MODULES), "torch, compiled chunks"])
+@pytest.mark.parametrize("name", [*sorted(jet_ops.OPS_MODULES), "torch, compiled chunks"])
 def test_ops_modules_implement_the_contract(name):
     if name == "triton":
         pytest.importorskip("triton")
     if name == "torch, compiled chunks":
         from fastsiren.fused_epilogues import FUSED_OPS as ops
     else:
-        ops = backend.ops_for(name)
-    assert isinstance(ops, backend.JetOps)
-    members = [n for n, v in vars(backend.JetOps).items()
+        ops = jet_ops.ops_for(name)
+    assert isinstance(ops, jet_ops.JetOps)
+    members = [n for n, v in vars(jet_ops.JetOps).items()
                if callable(v) and not n.startswith("_")]
     assert len(members) == 10, members
     for member in members:
         assert _signature_without_self(getattr(ops, member)) == _signature_without_self(
-            getattr(backend.JetOps, member)
-        ), f"{backend.OPS_MODULES[name]}.{member} differs from JetOps.{member}"
+            getattr(jet_ops.JetOps, member)
+        ), f"{jet_ops.OPS_MODULES[name]}.{member} differs from JetOps.{member}"
 
 
 def test_a_module_missing_an_op_does_not_pass():
@@ -45,14 +45,14 @@ def test_a_module_missing_an_op_does_not_pass():
 
     partial = types.ModuleType("partial_ops")
     partial.first_layer_fwd = lambda *args: None
-    assert not isinstance(partial, backend.JetOps)
+    assert not isinstance(partial, jet_ops.JetOps)
 
 
 def test_availability_is_public(monkeypatch):
-    assert backend.unavailable("torch", "cpu") is None
-    assert backend.unavailable("reference", "cpu") is None
+    assert jet_ops.unavailable("torch", "cpu") is None
+    assert jet_ops.unavailable("reference", "cpu") is None
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    reason = backend.unavailable("triton", "cpu")
+    reason = jet_ops.unavailable("triton", "cpu")
     assert reason is not None and ("CUDA" in reason or "Triton" in reason), reason
 
 

@@ -8,8 +8,8 @@ from helpers import assert_rel_close
 from torch import nn
 
 import fastsiren as fs
-from fastsiren import backend as fs_backend
-from fastsiren import reference
+from fastsiren import env, reference
+from fastsiren.dispatch import resolve
 
 
 @pytest.mark.parametrize("is_first,in_features", [(True, 3), (False, 100)])
@@ -89,22 +89,22 @@ def test_converter_rejects_unknown_layouts():
 
 def test_backend_selection(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.delenv(fs_backend.ENV_VAR, raising=False)
-    assert fs_backend.resolve("auto", cpu) == "torch"
-    monkeypatch.setenv(fs_backend.ENV_VAR, "reference")
-    assert fs_backend.resolve("auto", cpu) == "reference"
-    assert fs_backend.resolve("torch", cpu) == "torch"  # an explicit choice wins
-    monkeypatch.setenv(fs_backend.ENV_VAR, "nonsense")
+    monkeypatch.delenv(env.BACKEND, raising=False)
+    assert resolve("auto", cpu) == "torch"
+    monkeypatch.setenv(env.BACKEND, "reference")
+    assert resolve("auto", cpu) == "reference"
+    assert resolve("torch", cpu) == "torch"  # an explicit choice wins
+    monkeypatch.setenv(env.BACKEND, "nonsense")
     with pytest.raises(ValueError, match="FASTSIREN_BACKEND"):
-        fs_backend.resolve("auto", cpu)
+        resolve("auto", cpu)
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
-        fs_backend.resolve("cuda", cpu)
+        resolve("cuda", cpu)
 
 
 def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="triton"):
-        fs_backend.resolve("triton", torch.device("cpu"))
+        resolve("triton", torch.device("cpu"))
 
 
 def test_module_backend_switch(gen):

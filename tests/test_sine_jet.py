@@ -190,9 +190,9 @@ def test_chunked_points_match_one_pass(gen, monkeypatch):
 def test_forward_mode_order1_where_the_adjoint_is_preferred(gen, case, monkeypatch):
     """Order 1 with fewer outputs than coordinates normally takes the adjoint sweep; the
     forward-mode jet must stay exact there too (it is the Triton path's specification)."""
-    from fastsiren import backend
+    from fastsiren import dispatch
 
-    monkeypatch.setattr(backend, "prefers_adjoint", lambda *args: False)
+    monkeypatch.setattr(dispatch, "prefers_adjoint", lambda *args: False)
     check(run_both(gen, case, 1, False, torch.float64), F64_TOL, 1e-10)
 
 

@@ -388,7 +388,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _backend_name(model: nn.Module, device: torch.device) -> str:
-    from ..backend import resolve
+    from ..dispatch import resolve
 
     return resolve(getattr(model, "backend", "auto"), device)
 
