@@ -187,10 +187,10 @@ def _replay_network(d, width, order, hess, n, dtype, train):
     w0, b0 = _meta(1, width, d, dtype=dtype), _meta(1, width, dtype=dtype)
     wh, bh = _meta(1, width, width, dtype=dtype), _meta(1, width, dtype=dtype)
     wl, bl = _meta(1, 1, width, dtype=dtype), _meta(1, 1, dtype=dtype)
-    out, cos0 = first_layer.first_layer_fwd(x, w0, b0, 30.0, layout, keep_cos=train)
+    out, cos0 = first_layer.first_layer_fwd(x, w0, b0, 30.0, layout, for_backward=train)
     stack = out
     for _ in range(H - 1):
-        nxt, G = sine_layer.sine_layer_fwd(stack, wh, bh, 30.0, layout, keep_cos=train)
+        nxt, G = sine_layer.sine_layer_fwd(stack, wh, bh, 30.0, layout, for_backward=train)
         if train:
             sine_vjp.sine_layer_bwd(_meta(1, R, n, width, dtype=dtype), stack, wh, 30.0, layout,
                                     nxt[:, 0], G)
@@ -358,12 +358,12 @@ def traffic_per_point(launch: Launch, cfg: triton.Config) -> float:
         if kw["PREACT_ONLY"]:
             writes = R * M
         else:
-            writes = R * M + (R * M if kw["KEEP_COS"] else M if kw["D"] == 0 else 0)
+            writes = R * M + (R * M if kw["FOR_BACKWARD"] else M if kw["D"] == 0 else 0)
         return e * (R * K + writes)
     if name == "_first_layer_fwd_kernel":
         K, e = a["K"], size(a["x_ptr"])
         R = 1 if kw["PREACT_ONLY"] else _first_rows(kw, K)
-        cos = M if (kw["KEEP_COS"] or kw["ORDER"] == 0) and not kw["PREACT_ONLY"] else 0
+        cos = M if (kw["FOR_BACKWARD"] or kw["ORDER"] == 0) and not kw["PREACT_ONLY"] else 0
         return e * (K + R * M + cos)
     n_m = triton.cdiv(M, c["BLOCK_M"])
     if name == "_sine_layer_bwd_kernel":

@@ -69,7 +69,7 @@ _FIRST_BWD_CONFIGS = configs([cfg for cfg, _ in _FIRST_BWD_TABLE],
 
 @triton.autotune(configs=_FIRST_FWD_CONFIGS,
                  key=["M", "K", "n_bucket", "ORDER", "HESS_DIAG", "HAS_BIAS", "PREACT_ONLY",
-                      "KEEP_COS", "INPUT_PRECISION"],
+                      "FOR_BACKWARD", "INPUT_PRECISION"],
                  prune_configs_by={"early_config_prune": prune_by_class(_FIRST_FWD_TABLE)})
 @triton.jit(do_not_specialize=["N"])
 def _first_layer_fwd_kernel(
@@ -101,7 +101,7 @@ def _first_layer_fwd_kernel(
     HESS_DIAG: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PREACT_ONLY: tl.constexpr,
-    KEEP_COS: tl.constexpr,  # a backward will run: write cos u (else u at order 0, or nothing)
+    FOR_BACKWARD: tl.constexpr,  # a backward will run: write cos u (else u at order 0, or nothing)
     USE_DOT: tl.constexpr,  # K > FMA_MAX_K: tl.dot over K tiles instead of FMAs
     ACC_DTYPE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -148,12 +148,12 @@ def _first_layer_fwd_kernel(
     offs_o = offs_n[:, None] * stride_on + offs_m[None, :]
     if PREACT_ONLY:
         tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
-    elif not KEEP_COS and ORDER == 0:  # order-0 inference: nothing reads cos u, return u
+    elif not FOR_BACKWARD and ORDER == 0:  # order-0 inference: nothing reads cos u, return u
         tl.store(cos_ptr + offs_c, u.to(cos_ptr.dtype.element_ty), mask=mask_0)
         tl.store(out_ptr + offs_o, sine(u).to(out_ptr.dtype.element_ty), mask=mask_0)
     else:
         s, c = sincos(u)
-        if KEEP_COS:  # a backward will run and reads cos u
+        if FOR_BACKWARD:  # a backward will run and reads cos u
             tl.store(cos_ptr + offs_c, c.to(cos_ptr.dtype.element_ty), mask=mask_0)
         tl.store(out_ptr + offs_o, s.to(out_ptr.dtype.element_ty), mask=mask_0)
         if ORDER >= 1:
@@ -308,7 +308,7 @@ def _first_layer_bwd_kernel(
              + offs_m[None, :], part, mask=(rows <= K)[:, None] & mask_m[None, :])
 
 
-def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
+def _first_layer_launch(x, w, b, omega, layout, preact_only, for_backward=True):
     x = check_tensor(x, "coordinates x", 3)
     w, b = check_weights(w, b, x, "first layer")
     B, N, K = x.shape
@@ -319,9 +319,9 @@ def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
         raise ValueError(f"jet layout is over d = {layout.d} coordinates, x has {K}")
     rows = 1 if preact_only else layout.rows
     out = new_empty(B, rows, N, M, like=x)
-    # Without a backward (keep_cos=False) nothing reads cos u past order 0: not even allocated.
-    keep_cos = keep_cos or preact_only
-    cos = new_empty(B, N, M, like=x) if keep_cos or layout.order == 0 else None
+    # Without a backward (for_backward=False) nothing reads cos u past order 0: not even allocated.
+    for_backward = for_backward or preact_only
+    cos = new_empty(B, N, M, like=x) if for_backward or layout.order == 0 else None
     if N == 0 or M == 0:
         return out, cos
 
@@ -339,7 +339,7 @@ def _first_layer_launch(x, w, b, omega, layout, preact_only, keep_cos=True):
         out.stride(0), out.stride(1), out.stride(2),
         *((cos.stride(0), cos.stride(1)) if cos is not None else (0, 0)),
         ORDER=layout.order, HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None,
-        PREACT_ONLY=preact_only, KEEP_COS=keep_cos,
+        PREACT_ONLY=preact_only, FOR_BACKWARD=for_backward,
         USE_DOT=use_dot,
         ACC_DTYPE=acc_dtype(x.dtype),
         # Only the tl.dot path reads the precision: the FMA path compiles once for every mode.
@@ -362,14 +362,14 @@ def first_layer_fwd(
     b: torch.Tensor | None,
     omega: float,
     layout: JetLayout,
-    keep_cos: bool = True,
+    for_backward: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sine layer on the coordinates themselves. Returns (out [B, R, N, M], cos u [B, N, M]).
 
-    ``keep_cos=False`` says no backward will run: at order 0 the second value is u itself (the
+    ``for_backward=False`` says no backward will run: at order 0 the second value is u itself (the
     cosine is skipped), above it cos u is not stored and the second value is None.
     """
-    return _first_layer_launch(x, w, b, omega, layout, preact_only=False, keep_cos=keep_cos)
+    return _first_layer_launch(x, w, b, omega, layout, preact_only=False, for_backward=for_backward)
 
 
 def first_layer_bwd(

@@ -96,7 +96,7 @@ def _prune_sine_fwd(candidates, named_args, **constexprs):
 
 @triton.autotune(configs=_SINE_FWD_CONFIGS,
                  key=["M", "K", "n_bucket", "D", "N_LAP", "HESS_DIAG", "HAS_BIAS", "PREACT_ONLY",
-                      "KEEP_COS", "INPUT_PRECISION"],
+                      "FOR_BACKWARD", "INPUT_PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_sine_fwd})
 @triton.jit(do_not_specialize=["N"])
 def _sine_layer_fwd_kernel(
@@ -130,7 +130,7 @@ def _sine_layer_fwd_kernel(
     HESS_DIAG: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     PREACT_ONLY: tl.constexpr,
-    KEEP_COS: tl.constexpr,  # a backward will run: write G (else only u at order 0)
+    FOR_BACKWARD: tl.constexpr,  # a backward will run: write G (else only u at order 0)
     ACC_DTYPE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -192,10 +192,10 @@ def _sine_layer_fwd_kernel(
     mask_0 = mask_n[:, None] & mask_m[None, :]
     if PREACT_ONLY:
         tl.store(g_ptr + offs_0, u.to(g_ptr.dtype.element_ty), mask=mask_0)
-    elif KEEP_COS or D > 0:
+    elif FOR_BACKWARD or D > 0:
         s, c = sincos(u)
         tl.store(out_ptr + offs_0, s.to(out_ptr.dtype.element_ty), mask=mask_0)
-        if KEEP_COS:
+        if FOR_BACKWARD:
             tl.store(g_ptr + offs_0, c.to(g_ptr.dtype.element_ty), mask=mask_0)
     else:  # order-0 inference: nothing reads cos u, G keeps u
         tl.store(out_ptr + offs_0, sine(u).to(out_ptr.dtype.element_ty), mask=mask_0)
@@ -203,7 +203,7 @@ def _sine_layer_fwd_kernel(
     if D > 0:
         g3 = tl.reshape(acc_g * omega, (D_PAD, BLOCK_N, BLOCK_M))
         offs3, mask3 = slab_offsets(1, D, offs_n, N, offs_m, M, stride_or, stride_on, D_PAD)
-        if KEEP_COS or PREACT_ONLY:
+        if FOR_BACKWARD or PREACT_ONLY:
             tl.store(g_ptr + offs3, g3.to(g_ptr.dtype.element_ty), mask=mask3)
         if not PREACT_ONLY:
             tl.store(out_ptr + offs3, (c[None, :, :] * g3).to(out_ptr.dtype.element_ty),
@@ -212,22 +212,22 @@ def _sine_layer_fwd_kernel(
             gl3 = tl.reshape(acc_l * omega, (L_PAD, BLOCK_N, BLOCK_M))
             offs3, mask3 = slab_offsets(1 + D, N_LAP, offs_n, N, offs_m, M, stride_or,
                                         stride_on, L_PAD)
-            if KEEP_COS or PREACT_ONLY:
+            if FOR_BACKWARD or PREACT_ONLY:
                 tl.store(g_ptr + offs3, gl3.to(g_ptr.dtype.element_ty), mask=mask3)
             if not PREACT_ONLY:
                 lap = c[None, :, :] * gl3 - s[None, :, :] * second_order_term(g3, HESS_DIAG)
                 tl.store(out_ptr + offs3, lap.to(out_ptr.dtype.element_ty), mask=mask3)
 
 
-def _sine_layer_launch(stack, w, b, omega, layout, preact_only, keep_cos=True):
+def _sine_layer_launch(stack, w, b, omega, layout, preact_only, for_backward=True):
     stack = check_stack(stack, layout, "input stack")
     w, b = check_weights(w, b, stack, "sine layer")
     B, R, N, K = stack.shape
     M = w.shape[1]
     if w.shape[2] != K:
         raise ValueError(f"sine layer weight takes {w.shape[2]} inputs, the stack has {K}")
-    # Without a backward (keep_cos=False) nothing reads G past order 0: it is not even allocated.
-    keep_g = preact_only or keep_cos or layout.order == 0
+    # Without a backward (for_backward=False) nothing reads G past order 0: it is not even allocated.
+    keep_g = preact_only or for_backward or layout.order == 0
     out = None if preact_only else new_empty(B, R, N, M, like=stack)
     G = new_empty(B, R, N, M, like=stack) if keep_g else None
     out = G if out is None else out
@@ -246,7 +246,7 @@ def _sine_layer_launch(stack, w, b, omega, layout, preact_only, keep_cos=True):
         out.stride(0), out.stride(1), out.stride(2),
         **slab_counts(layout),
         HESS_DIAG=layout.hessian_diag, HAS_BIAS=b is not None, PREACT_ONLY=preact_only,
-        KEEP_COS=keep_cos, ACC_DTYPE=acc_dtype(stack.dtype),
+        FOR_BACKWARD=for_backward, ACC_DTYPE=acc_dtype(stack.dtype),
         INPUT_PRECISION=dot_precision(stack.dtype, current_input_precision()),
         **COMPILE_OPTIONS,
     )
@@ -275,10 +275,10 @@ def sine_layer_fwd(
     b: torch.Tensor | None,
     omega: float,
     layout: JetLayout,
-    keep_cos: bool = True,
+    for_backward: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0.
 
-    ``keep_cos=False`` says no backward will run: at order 0 G holds u (the cosine is skipped),
+    ``for_backward=False`` says no backward will run: at order 0 G holds u (the cosine is skipped),
     above it G is neither computed nor allocated and the second value is None."""
-    return _sine_layer_launch(stack, w, b, omega, layout, preact_only=False, keep_cos=keep_cos)
+    return _sine_layer_launch(stack, w, b, omega, layout, preact_only=False, for_backward=for_backward)
