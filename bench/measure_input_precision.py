@@ -98,11 +98,11 @@ def emulated_matmul(a: torch.Tensor, b: torch.Tensor, mode: str, rounding: str =
 
 
 def _swapped_rows_matmul(mode: str, rounding: str):
-    """A stand-in for ``fastsiren.sine_jet._rows_matmul`` ([B, P, K] @ [B, K, M]) that emulates
+    """A stand-in for ``fastsiren.sine_jet.rows_matmul`` ([B, P, K] @ [B, K, M]) that emulates
     ``mode`` where the kernels use tl.dot (K and M both >= 16)."""
     from fastsiren import sine_jet
 
-    exact = sine_jet._rows_matmul
+    exact = sine_jet.rows_matmul
 
     def rows_matmul(a, b):
         if min(a.shape[-1], b.shape[-1]) < 16:
@@ -140,14 +140,14 @@ def measure(d, width, order, n_out, n, rounding, seed=0):
     truth = _jet_and_grads(copy.deepcopy(model32).double(), x32.double(), order, seed)
     rows = {}
     for mode in ("ieee", "tf32x3", "tf32"):
-        original = sine_jet._rows_matmul
+        original = sine_jet.rows_matmul
         if mode != "ieee":
-            sine_jet._rows_matmul = _swapped_rows_matmul(mode, rounding)
+            sine_jet.rows_matmul = _swapped_rows_matmul(mode, rounding)
         try:
             t0 = time.perf_counter()
             got = _jet_and_grads(model32, x32, order, seed)
         finally:
-            sine_jet._rows_matmul = original
+            sine_jet.rows_matmul = original
         rows[mode] = {}
         for name, want in truth.items():
             err = got[name].double() - want

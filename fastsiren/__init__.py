@@ -6,10 +6,10 @@ fused Triton kernels (CUDA).
 """
 
 from . import fit, functional
-from .jet_ops import BACKENDS
 from .fit import load_model
 from .functional import siren, siren_jet
 from .jet import Jet, JetLayout
+from .jet_ops import BACKENDS
 from .modules import SineLayer, Siren, convert_official_state_dict
 
 __version__ = "0.1.0"

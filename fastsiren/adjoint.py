@@ -33,7 +33,7 @@ import torch
 
 from fastsiren.jet_function import ChunkGradients, SirenJetSettings, point_chunks
 from fastsiren.nested_autograd import graph_vjp, jet_stack
-from fastsiren.sine_jet import _rows_matmul, _stack_matmul, _stack_weight_grad, points_per_chunk
+from fastsiren.sine_jet import points_per_chunk, rows_matmul, stack_matmul, stack_weight_grad
 
 
 def _forward_chunk(x, weights, biases, omegas, outermost_linear):
@@ -43,13 +43,13 @@ def _forward_chunk(x, weights, biases, omegas, outermost_linear):
     for l in range(n_sine):
         w, b, omega = weights[l], biases[l], omegas[l]
         w_t = (omega * w).transpose(1, 2)
-        u = _rows_matmul(z, w_t) if b is None else torch.baddbmm((omega * b).unsqueeze(1), z, w_t)
+        u = rows_matmul(z, w_t) if b is None else torch.baddbmm((omega * b).unsqueeze(1), z, w_t)
         z = torch.sin(u)
         sines.append(z)
         cosines.append(u.cos_())
     if outermost_linear:
         w_f, b_f = weights[-1], biases[-1]
-        y = _rows_matmul(z, w_f.transpose(1, 2))
+        y = rows_matmul(z, w_f.transpose(1, 2))
         if b_f is not None:
             y += b_f.unsqueeze(1)
         B, N, O = y.shape
@@ -63,7 +63,7 @@ def _forward_chunk(x, weights, biases, omegas, outermost_linear):
     for l in range(n_sine - 1, -1, -1):
         adjoints[l] = p
         q = p * cosines[l].unsqueeze(1) * omegas[l]
-        p = _stack_matmul(q, weights[l])
+        p = stack_matmul(q, weights[l])
     return y, p, (sines, cosines, adjoints)
 
 
@@ -82,8 +82,8 @@ def _backward_chunk(grad_y, grad_p, x, weights, biases, omegas, outermost_linear
     for l in range(n_sine):
         c, omega, p = cosines[l], omegas[l], adjoints[l]
         q = p * c.unsqueeze(1) * omega
-        grad_w[l] = _stack_weight_grad(q, p_bar)
-        q_bar = _stack_matmul(p_bar, weights[l].transpose(1, 2))
+        grad_w[l] = stack_weight_grad(q, p_bar)
+        q_bar = stack_matmul(p_bar, weights[l].transpose(1, 2))
         grad_u[l] = (q_bar * p).sum(1).mul_(sines[l]).mul_(-omega)
         p_bar = q_bar.mul_(c.unsqueeze(1)).mul_(omega)
     if outermost_linear:
@@ -93,9 +93,9 @@ def _backward_chunk(grad_y, grad_p, x, weights, biases, omegas, outermost_linear
     # Down the value sweep.
     if outermost_linear:
         w_f = weights[-1]
-        grad_w[-1] = grad_w[-1] + _rows_matmul(grad_y.transpose(1, 2), sines[-1])
+        grad_w[-1] = grad_w[-1] + rows_matmul(grad_y.transpose(1, 2), sines[-1])
         grad_b[-1] = grad_y.sum(1) if biases[-1] is not None else None
-        grad_z = _rows_matmul(grad_y, w_f)
+        grad_z = rows_matmul(grad_y, w_f)
     else:
         grad_z = grad_y
     grad_x = None
@@ -105,7 +105,7 @@ def _backward_chunk(grad_y, grad_p, x, weights, biases, omegas, outermost_linear
         grad_w[l] = torch.baddbmm(grad_w[l], grad_h.transpose(1, 2), inputs[l])
         grad_b[l] = grad_h.sum(1) if biases[l] is not None else None
         if l > 0 or need_x:
-            grad_z = _rows_matmul(grad_h, weights[l])
+            grad_z = rows_matmul(grad_h, weights[l])
         if l == 0 and need_x:
             grad_x = grad_z
     return grad_x, grad_w, grad_b
@@ -131,14 +131,14 @@ class SirenGradFunction(torch.autograd.Function):
         y = x.new_empty(B, N, O)
         grad = x.new_empty(B, O, N, d)
         saved = []
-        needs_grad = any(ctx.needs_input_grad)
+        for_backward = any(ctx.needs_input_grad)
         for points in ctx.chunks:
             y[:, points], grad[:, :, points], chunk_saved = _forward_chunk(
                 x[:, points], weights, biases, omegas, outermost_linear
             )
-            if needs_grad:  # otherwise each chunk's intermediates are freed right away
+            if for_backward:  # otherwise each chunk's intermediates are freed right away
                 saved.append(chunk_saved)
-        if needs_grad:
+        if for_backward:
             ctx.save_for_backward(x, *weights, *biases)
             ctx.saved_chunks = saved
         return y, grad

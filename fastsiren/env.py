@@ -1,6 +1,7 @@
 """The environment variables the engine reads, each parsed in one place.
 
-- ``FASTSIREN_BACKEND``: the backend ``auto`` stands for during a whole run (``fastsiren.dispatch``).
+- ``FASTSIREN_BACKEND``: the backend ``auto`` stands for during a whole run
+  (``fastsiren.dispatch``).
 - ``FASTSIREN_CHUNK_BYTES``: bytes per stacked activation chunk on the CPU
   (``fastsiren.sine_jet.points_per_chunk``).
 - ``FASTSIREN_COMPILE``: "1" compiles the torch backend's chunk functions with ``torch.compile``

@@ -39,11 +39,11 @@ class FusedEpilogues:
     written as per-point expressions joined by ``torch.stack``; G keeps u for backward."""
 
     @staticmethod
-    def first_forward(u, g, layout: JetLayout, keep_cos: bool):
+    def first_forward(u, g, layout: JetLayout, for_backward: bool):
         """out_0 = s, out_i = c g_i, out_L = -s sum_i g_i^2 (per axis: -s g_i^2), g [B, d, M]."""
         s = torch.sin(u)
         if layout.order == 0:
-            return s.unsqueeze(1), (torch.cos(u) if keep_cos else u)
+            return s.unsqueeze(1), (torch.cos(u) if for_backward else u)
         c = torch.cos(u)
         g_pt = g.unsqueeze(2)  # [B, d, 1, M]: the same at every point
         slabs = [s] + [c * g_pt[:, i] for i in range(layout.d)]
@@ -52,7 +52,7 @@ class FusedEpilogues:
         return torch.stack(slabs, 1), c
 
     @staticmethod
-    def sine_forward(G, layout: JetLayout, keep_cos: bool):
+    def sine_forward(G, layout: JetLayout, for_backward: bool):
         """out_0 = s, out_i = c g_i, out_L = c g_L - s sum_i g_i^2 (per axis: c g_Li - s g_i^2).
         G is left as it is, u in slab 0: backward takes the cosine again, which costs less
         than writing it over u (inductor copies a matmul output it must modify: 0.71 ms

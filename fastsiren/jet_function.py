@@ -102,19 +102,19 @@ class SirenJetFunction(torch.autograd.Function):
         # one chunk (all points on GPU; up to ~4 MiB of jet on CPU): its output is the output
         out = x.new_empty(B, layout.rows, N, widths[-1]) if len(ctx.chunks) > 1 else None
         saved = []
-        needs_grad = any(ctx.needs_input_grad)
+        for_backward = any(ctx.needs_input_grad)
         forward_chunk = _compiled(_forward_chunk) if settings.compiled else _forward_chunk
         for points in ctx.chunks:
-            chunk_out, stacks, preacts = forward_chunk(x[:, points], weights, biases, settings,
-                                                       needs_grad)
+            chunk_out, stacks, kept = forward_chunk(x[:, points], weights, biases, settings,
+                                                    for_backward)
             if out is None:
                 out = chunk_out.contiguous()
             else:
                 out[:, :, points] = chunk_out
-            if needs_grad:  # otherwise each chunk's intermediates are freed right away
-                saved.append((stacks, None if settings.recompute else preacts))
+            if for_backward:  # otherwise each chunk's intermediates are freed right away
+                saved.append((stacks, None if settings.recompute else kept))
 
-        if needs_grad:
+        if for_backward:
             # The output and inputs go through save_for_backward (version-checked, no cycle);
             # intermediates live on ctx, which is how autograd.Function keeps them.
             ctx.save_for_backward(x, out, *weights, *biases)
@@ -139,9 +139,9 @@ class SirenJetFunction(torch.autograd.Function):
         need_x = ctx.needs_input_grad[0]
         grads = ChunkGradients(x, n_layers, need_x)
         backward_chunk = _compiled(_backward_chunk) if ctx.settings.compiled else _backward_chunk
-        for points, (stacks, preacts) in zip(ctx.chunks, ctx.saved_chunks):
+        for points, (stacks, kept) in zip(ctx.chunks, ctx.saved_chunks):
             grads.add(points, *backward_chunk(
-                grad_out[:, :, points], x[:, points], out[:, :, points], stacks, preacts,
+                grad_out[:, :, points], x[:, points], out[:, :, points], stacks, kept,
                 weights, biases, ctx.settings, need_x,
             ))
         return grads.result(ctx.needs_input_grad)
@@ -186,7 +186,8 @@ def _warn_compile_failed(name: str, reason: str) -> None:
 
 
 def _forward_chunk(x, weights, biases, settings, for_backward):
-    """Run the layers on one chunk of points; return (out, layer inputs, per-layer cos/G).
+    """Run the layers on one chunk of points; return (out, layer inputs, what each sine layer
+    keeps for its backward).
 
     Without ``for_backward`` nothing is kept: each layer's buffers are freed as the next one
     runs, and the cosines are skipped where only backward would read them."""
@@ -194,21 +195,23 @@ def _forward_chunk(x, weights, biases, settings, for_backward):
     n_layers = len(omegas)
     stack, cos_u = ops.first_layer_fwd(x, weights[0], biases[0], omegas[0], layout, for_backward)
     stacks = [stack]  # stacks[l - 1] is the input of layer l
-    preacts = [cos_u]  # per sine layer: cos u (first layer), else G with cos u in slab 0
+    # What each sine layer keeps for its backward: cos u (first layer), else its G with cos u
+    # in slab 0 (``JetOps.sine_layer_saved``).
+    kept = [cos_u]
     for l in range(1, n_layers):
         w, b = weights[l], biases[l]
         if l == n_layers - 1 and settings.outermost_linear:
             stack = ops.linear_layer_fwd(stack, w, b)
         else:
             stack, G = ops.sine_layer_fwd(stack, w, b, omegas[l], layout, for_backward)
-            preacts.append(G)
+            kept.append(G)
         stacks.append(stack)
         if not for_backward:
-            stacks, preacts = [stack], []
-    return stacks.pop(), stacks, preacts
+            stacks, kept = [stack], []
+    return stacks.pop(), stacks, kept
 
 
-def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, settings, need_x):
+def _backward_chunk(grad, x, out, stacks, kept, weights, biases, settings, need_x):
     """VJP of ``_forward_chunk``, last layer first: (x̄, [W̄ per layer], [b̄ per layer])."""
     layout, omegas, ops = settings.layout, settings.omegas, settings.ops
     n_layers = len(omegas)
@@ -226,13 +229,13 @@ def _backward_chunk(grad, x, out, stacks, preacts, weights, biases, settings, ne
         s = (stacks[l] if l < n_layers - 1 else out)[:, 0]  # sin u: the next input's value
         if l == 0:
             recomputed = settings.recompute
-            cos_u = ops.first_layer_preact(x, w, b, omega).cos_() if recomputed else preacts[0]
+            cos_u = ops.first_layer_preact(x, w, b, omega).cos_() if recomputed else kept[0]
             grad_x, grad_w[0], grad_b[0] = ops.first_layer_bwd(
                 grad, x, w, omega, layout, s, cos_u, need_x_grad=need_x, has_bias=has_bias
             )
         else:
             G = ops.sine_layer_saved(stacks[l - 1], w, b, omega) if settings.recompute else (
-                preacts[l])
+                kept[l])
             grad, grad_w[l], grad_b[l] = ops.sine_layer_bwd(
                 grad, stacks[l - 1], w, omega, layout, s, G, has_bias=has_bias
             )

@@ -80,10 +80,11 @@ class JetOps(Protocol):
         b: torch.Tensor | None,
         omega: float,
         layout: JetLayout,
-        keep_cos: bool = True,
+        for_backward: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sine layer on the coordinates: (out [B, R, N, M], cos u [B, N, M]). ``keep_cos=False``
-        (no backward will run): at order 0 the second value is u and no cosine is computed;
+        """Sine layer on the coordinates: (out [B, R, N, M], cos u [B, N, M]).
+        ``for_backward=False`` (no backward will run): at order 0 the second value is u and no
+        cosine is computed;
         above, a backend may skip it and return None (Triton does)."""
 
     def first_layer_bwd(
@@ -120,10 +121,10 @@ class JetOps(Protocol):
         b: torch.Tensor | None,
         omega: float,
         layout: JetLayout,
-        keep_cos: bool = True,
+        for_backward: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sine layer on a stacked jet: (out, G) with cos u written over u in G's slab 0.
-        ``keep_cos=False`` (no backward will run): G keeps u at order 0; above, a backend may
+        ``for_backward=False`` (no backward will run): G keeps u at order 0; above, a backend may
         skip G and return None (Triton does)."""
 
     def sine_layer_bwd(

@@ -64,24 +64,33 @@ def points_per_chunk(n_points: int, rows: int, width: int, like: torch.Tensor) -
 CHUNK_BYTES = 4 << 20
 
 
-def _rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[B, P, K] @ [B, K, M] -> [B, P, M]; B = 1 goes to a plain GEMM."""
+# ----------------------------------------------------------------------------- batched matmuls
+# The matmuls of the torch backend, public for the other torch-op algorithms (the adjoint sweep of
+# ``fastsiren.adjoint``): B independent networks, B = 1 for unbatched weights.
+
+
+def rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` per network: [B, P, K] @ [B, K, M] -> [B, P, M]. B = 1 goes to a plain
+    ``torch.mm`` (one GEMM, no batched-kernel overhead)."""
     if a.shape[0] == 1:
         return torch.mm(a[0], b[0]).unsqueeze(0)
     return torch.bmm(a, b)
 
 
-def _stack_matmul(stack: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
-    """All slabs of a stacked jet [B, R, N, K] times w_t [B, K, M] in one matmul."""
+def stack_matmul(stack: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """Every slab of a stacked jet times the same matrix, as one matmul over R N rows:
+    stack [B, R, N, K] @ w_t [B, K, M] -> [B, R, N, M]."""
     B, R, N, K = stack.shape
-    return _rows_matmul(stack.reshape(B, R * N, K), w_t).view(B, R, N, w_t.shape[-1])
+    return rows_matmul(stack.reshape(B, R * N, K), w_t).view(B, R, N, w_t.shape[-1])
 
 
-def _stack_weight_grad(grad: torch.Tensor, stack: torch.Tensor) -> torch.Tensor:
-    """sum over slabs and points of grad^T stack: [B, R, N, M], [B, R, N, K] -> [B, M, K]."""
+def stack_weight_grad(grad: torch.Tensor, stack: torch.Tensor) -> torch.Tensor:
+    """W̄ of ``stack_matmul(stack, W^T)`` given its cotangent ``grad``, summed over slabs and
+    points in one matmul: sum_{r, n} grad[:, r, n]^T stack[:, r, n], with grad [B, R, N, M] and
+    stack [B, R, N, K] -> [B, M, K]."""
     B, R, N, M = grad.shape
     K = stack.shape[-1]
-    return _rows_matmul(grad.reshape(B, R * N, M).transpose(1, 2), stack.reshape(B, R * N, K))
+    return rows_matmul(grad.reshape(B, R * N, M).transpose(1, 2), stack.reshape(B, R * N, K))
 
 
 def _sum_of_squares(g: torch.Tensor) -> torch.Tensor:
@@ -100,7 +109,7 @@ def _axis_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return acc
 
 
-# ----------------------------------------------------------------------------- matmuls
+# ----------------------------------------------------------------------------- layer matmuls
 
 
 def first_layer_preact(
@@ -109,7 +118,7 @@ def first_layer_preact(
     """u = omega (x W^T + b): [B, N, M]."""
     w_t = (omega * w).transpose(1, 2)
     if b is None:
-        return _rows_matmul(x, w_t)
+        return rows_matmul(x, w_t)
     return torch.baddbmm((omega * b).unsqueeze(1), x, w_t)
 
 
@@ -117,7 +126,7 @@ def sine_layer_preact(
     stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float
 ) -> torch.Tensor:
     """G = stack (omega W)^T with omega b on the value slab: [B, R, N, M]."""
-    G = _stack_matmul(stack, (omega * w).transpose(1, 2))
+    G = stack_matmul(stack, (omega * w).transpose(1, 2))
     if b is not None:
         G[:, 0].add_((omega * b).unsqueeze(1))
     return G
@@ -125,7 +134,7 @@ def sine_layer_preact(
 
 def linear_layer_fwd(stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """Linear map of every slab; the bias only shifts the value slab."""
-    out = _stack_matmul(stack, w.transpose(1, 2))
+    out = stack_matmul(stack, w.transpose(1, 2))
     if b is not None:
         out[:, 0].add_(b.unsqueeze(1))
     return out
@@ -139,9 +148,9 @@ def linear_layer_bwd(
     has_bias: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
     """VJP of ``linear_layer_fwd``: (S̄ or None, W̄, b̄ or None)."""
-    gw = _stack_weight_grad(grad_out, stack)
+    gw = stack_weight_grad(grad_out, stack)
     gb = grad_out[:, 0].sum(1) if has_bias else None
-    gs = _stack_matmul(grad_out, w) if need_input_grad else None
+    gs = stack_matmul(grad_out, w) if need_input_grad else None
     return gs, gw, gb
 
 
@@ -165,10 +174,10 @@ class EagerEpilogues:
     An epilogue set provides four functions (``fastsiren.fused_epilogues.FusedEpilogues`` is
     the other set, one fused loop each under ``torch.compile``):
 
-    - ``first_forward(u, g, layout, keep_cos) -> (out, cos u)``, u [B, N, M], g = (omega W)^T
-      [B, d, M]; at order 0 with ``keep_cos=False`` the second value is u itself.
-    - ``sine_forward(G, layout, keep_cos) -> out``, leaving in G what ``sine_backward`` reads
-      (here cos u over u in slab 0, at order 0 only when ``keep_cos``).
+    - ``first_forward(u, g, layout, for_backward) -> (out, cos u)``, u [B, N, M], g = (omega W)^T
+      [B, d, M]; at order 0 with ``for_backward=False`` the second value is u itself.
+    - ``sine_forward(G, layout, for_backward) -> out``, leaving in G what ``sine_backward`` reads
+      (here cos u over u in slab 0, at order 0 only when ``for_backward``).
     - ``saved_preact(G) -> G``: a fresh matmul output made into what ``sine_forward`` leaves.
     - ``sine_backward(grad_out, G, s, layout) -> Ḡ`` [B, R, N, M].
     - ``first_backward(grad_out, s, c, g, layout) -> (ū [B, N, M], ḡ [B, d, M] or None)``,
@@ -176,11 +185,11 @@ class EagerEpilogues:
     """
 
     @staticmethod
-    def first_forward(u, g, layout: JetLayout, keep_cos: bool):
+    def first_forward(u, g, layout: JetLayout, for_backward: bool):
         B, N, M = u.shape
         out = u.new_empty(B, layout.rows, N, M)
         s = torch.sin(u, out=out[:, 0])
-        if layout.order == 0 and not keep_cos:
+        if layout.order == 0 and not for_backward:
             return out, u
         c = torch.cos(u, out=u)
         if layout.order >= 1:
@@ -194,11 +203,11 @@ class EagerEpilogues:
         return out, c
 
     @staticmethod
-    def sine_forward(G, layout: JetLayout, keep_cos: bool):
+    def sine_forward(G, layout: JetLayout, for_backward: bool):
         out = torch.empty_like(G)
         u = G[:, 0]
         s = torch.sin(u, out=out[:, 0])
-        if layout.order == 0 and not keep_cos:
+        if layout.order == 0 and not for_backward:
             return out
         c = torch.cos(u, out=u)
         if layout.order >= 1:
@@ -285,15 +294,15 @@ class TorchJetOps:
         b: torch.Tensor | None,
         omega: float,
         layout: JetLayout,
-        keep_cos: bool = True,
+        for_backward: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sine layer on the coordinates themselves. Returns (out [B, R, N, M], cos u [B, N, M]).
 
-        With ``keep_cos=False`` at order 0 (inference: nothing needs cos u) the second return
+        With ``for_backward=False`` at order 0 (inference: nothing needs cos u) the second return
         value is u itself and the cosine is skipped.
         """
         u = first_layer_preact(x, w, b, omega)
-        return self.epilogues.first_forward(u, _first_layer_grad(w, omega), layout, keep_cos)
+        return self.epilogues.first_forward(u, _first_layer_grad(w, omega), layout, for_backward)
 
     def first_layer_bwd(
         self,
@@ -311,12 +320,12 @@ class TorchJetOps:
         w_scaled = omega * w
         gu, g_bar = self.epilogues.first_backward(grad_out, s, c, _first_layer_grad(w, omega),
                                                   layout)
-        gw = _rows_matmul(gu.transpose(1, 2), x)  # d loss / d (omega W), [B, M, d]
+        gw = rows_matmul(gu.transpose(1, 2), x)  # d loss / d (omega W), [B, M, d]
         if g_bar is not None:
             gw.add_(g_bar.transpose(1, 2))
         gw.mul_(omega)
         gb = gu.sum(1).mul_(omega) if has_bias else None
-        gx = _rows_matmul(gu, w_scaled) if need_x_grad else None
+        gx = rows_matmul(gu, w_scaled) if need_x_grad else None
         return gx, gw, gb
 
     def sine_layer_fwd(
@@ -326,12 +335,12 @@ class TorchJetOps:
         b: torch.Tensor | None,
         omega: float,
         layout: JetLayout,
-        keep_cos: bool = True,
+        for_backward: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sine layer on a stacked jet. Returns (out, G) with cos u written over u in G's slab 0
-        (left as u when ``keep_cos=False`` at order 0, where nothing else needs the cosine)."""
+        (left as u when ``for_backward=False`` at order 0, where nothing else needs the cosine)."""
         G = sine_layer_preact(stack, w, b, omega)
-        return self.epilogues.sine_forward(G, layout, keep_cos), G
+        return self.epilogues.sine_forward(G, layout, for_backward), G
 
     def sine_layer_saved(
         self, stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float
@@ -353,15 +362,16 @@ class TorchJetOps:
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """VJP of ``sine_layer_fwd``: (S̄ or None, W̄, b̄ or None). G holds cos u in slab 0."""
         g_bar = self.epilogues.sine_backward(grad_out, G, s, layout)
-        gw = _stack_weight_grad(g_bar, stack).mul_(omega)
+        gw = stack_weight_grad(g_bar, stack).mul_(omega)
         gb = g_bar[:, 0].sum(1).mul_(omega) if has_bias else None
-        gs = _stack_matmul(g_bar, omega * w) if need_input_grad else None
+        gs = stack_matmul(g_bar, omega * w) if need_input_grad else None
         return gs, gw, gb
 
 
 EAGER_OPS = TorchJetOps(EagerEpilogues)
 
-# The module itself is the torch backend's JetOps (eager epilogues), as ``backend`` loads it.
+# The module itself is the torch backend's JetOps (eager epilogues), as
+# ``fastsiren.jet_ops.ops_for`` loads it.
 first_layer_fwd = EAGER_OPS.first_layer_fwd
 first_layer_bwd = EAGER_OPS.first_layer_bwd
 sine_layer_fwd = EAGER_OPS.sine_layer_fwd

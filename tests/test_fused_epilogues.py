@@ -36,17 +36,17 @@ def _rand(gen, *shape):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("keep_cos", [True, False])
-def test_fused_forward_epilogues_equal_eager(gen, layout, keep_cos):
+@pytest.mark.parametrize("for_backward", [True, False])
+def test_fused_forward_epilogues_equal_eager(gen, layout, for_backward):
     u, g = _rand(gen, B, N, M) * 3, _rand(gen, B, layout.d, M) * 3
-    out, second = FUSED_EAGERLY.first_forward(u.clone(), g, layout, keep_cos)
-    out_e, second_e = EagerEpilogues.first_forward(u.clone(), g, layout, keep_cos)
+    out, second = FUSED_EAGERLY.first_forward(u.clone(), g, layout, for_backward)
+    out_e, second_e = EagerEpilogues.first_forward(u.clone(), g, layout, for_backward)
     assert_rel_close(out, out_e, 1e-14, "first layer out")
     assert_rel_close(second, second_e, 1e-14, "first layer cos u (or u)")
 
     G = _rand(gen, B, layout.rows, N, M) * 3
-    out = FUSED_EAGERLY.sine_forward(G.clone(), layout, keep_cos)
-    out_e = EagerEpilogues.sine_forward(G.clone(), layout, keep_cos)
+    out = FUSED_EAGERLY.sine_forward(G.clone(), layout, for_backward)
+    out_e = EagerEpilogues.sine_forward(G.clone(), layout, for_backward)
     assert out.shape == out_e.shape == G.shape
     assert_rel_close(out, out_e, 1e-14, "sine layer out")
 

@@ -127,7 +127,7 @@ def test_first_layer_ops(gen, shape, lay):
         for got, want, name in zip(triton_ops.first_layer_fwd(x, w, b, omega, layout, False),
                                    torch_ops.first_layer_fwd(x, w, b, omega, layout, False),
                                    ("out", "u")):
-            _assert_close(got, want, FP64_TOL, f"first_layer_fwd keep_cos=False {name}")
+            _assert_close(got, want, FP64_TOL, f"first_layer_fwd for_backward=False {name}")
 
     grad_out = _rand(gen, B, layout.rows, N, M)
     s = out_r[:, 0]  # a strided view, as SirenJetFunction passes it
@@ -179,7 +179,7 @@ def test_sine_layer_ops(gen, shape, lay):
         if layout.order > 0 and name == "G":
             assert got is None, "G computed without a backward"
         else:
-            _assert_close(got, want, FP64_TOL, f"sine_layer_fwd keep_cos=False {name}")
+            _assert_close(got, want, FP64_TOL, f"sine_layer_fwd for_backward=False {name}")
 
     grad_out = _rand(gen, B, layout.rows, N, M)
     s = out_r[:, 0]
