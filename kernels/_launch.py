@@ -3,17 +3,16 @@ splits of reductions over points, and the input checks every launcher runs."""
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from fastsiren import env
 from fastsiren.jet import JetLayout
 
 # Triton decides at decoration time whether a kernel is compiled or interpreted, so the flag is
 # read once, when the kernel modules are imported, not per call.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRET = env.interpreting()
 
 # Options every launch passes to the compiler, so that no default decides for us.
 # enable_fp_fusion: a * b + c as one FMA (one rounding), what the kernels were validated with;
@@ -23,10 +22,6 @@ COMPILE_OPTIONS = {"enable_fp_fusion": True}
 # The offline compile check (compile_check.py) replays the launchers on meta tensors, recording
 # the launches instead of running them; only while it does, the meta device is accepted.
 ALLOW_META = False
-
-# FASTSIREN_POISON=1 fills every fresh kernel output with NaN, so a tile a kernel forgot to
-# write fails a comparison loudly instead of passing with stale memory (tests set it).
-POISON_ENV = "FASTSIREN_POISON"
 
 # Storage dtypes the kernels accept. fp64 is for exactness checks (the interpreter runs it; on
 # GPU tl.dot in fp64 is slow but correct); half types are loaded as such, computed in fp32.
@@ -45,7 +40,9 @@ FMA_MAX_K = 16
 
 
 def poison_enabled() -> bool:
-    return os.environ.get(POISON_ENV, "0") not in ("", "0")
+    """``FASTSIREN_POISON=1``: every fresh kernel output is filled with NaN, so a tile a kernel
+    forgot to write fails a comparison loudly instead of passing with stale memory."""
+    return env.poison()
 
 
 def new_empty(*shape: int, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -33,17 +33,17 @@ This module imports no Triton, so ``fastsiren.kernels`` imports on machines with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
+from fastsiren import env
+
 __all__ = ["INPUT_PRECISIONS", "current_input_precision", "input_precision", "set_input_precision"]
 
 INPUT_PRECISIONS = ("ieee", "tf32x3", "tf32")
 FP32_ACCURATE = "tf32x3"  # the mode for fp32 when torch does not allow TF32
-ENV_VAR = "FASTSIREN_INPUT_PRECISION"
 
 _override: str | None = None
 
@@ -53,10 +53,6 @@ def _check(mode: str, where: str) -> str:
         raise ValueError(f"{where}: unknown input precision {mode!r}, expected one of "
                          f"{INPUT_PRECISIONS}")
     return mode
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def set_input_precision(mode: str | None) -> None:
@@ -79,13 +75,13 @@ def input_precision(mode: str | None) -> Iterator[None]:
 
 def current_input_precision() -> str:
     """The mode the next kernel launch will use (see the resolution order above)."""
-    if _interpreting():
+    if env.interpreting():
         return "ieee"
     if _override is not None:
         return _override
-    env = os.environ.get(ENV_VAR, "")
-    if env:
-        return _check(env, f"${ENV_VAR}")
+    from_env = env.input_precision()
+    if from_env:
+        return _check(from_env, f"${env.INPUT_PRECISION}")
     return _torch_matmul_precision()
 
 

@@ -13,7 +13,9 @@ Three rules, each its own test:
 - no cycle between modules (strongly connected components of the import graph);
 - no import from a module to one in a higher layer of ``LAYERS``; a module that no entry of
   ``LAYERS`` covers fails too, so a new module is placed before it lands;
-- tasks import no other task: only ``tasks.base`` and ``tasks.common``.
+- a task (a module that ``TASKS`` in ``fastsiren/tasks/__init__.py`` registers) imports no other
+  task: what tasks share lives in modules of the task layer that are not tasks themselves
+  (``tasks.base``, ``tasks.common``).
 
 docs/ARCHITECTURE.md explains the layers and where each kind of change goes.
 """
@@ -41,7 +43,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("functions", ("fastsiren.jet_function", "fastsiren.adjoint", "fastsiren.nested_autograd")),
     ("dispatch", ("fastsiren.selfcheck", "fastsiren.dispatch")),
     ("api", ("fastsiren.functional", "fastsiren.modules", "fastsiren.registry",
-             "fastsiren.physics", "fastsiren.mesh", "fastsiren.hypernet.models")),
+             "fastsiren.physics", "fastsiren.mesh", "fastsiren.mesh_metrics",
+             "fastsiren.hypernet.models")),
     ("tasks", ("fastsiren.tasks", "fastsiren.hypernet.data")),
     ("fit loop", ("fastsiren.fit",)),
     ("front ends", ("fastsiren.cli", "fastsiren.benchmark", "fastsiren.__main__")),
@@ -58,14 +61,11 @@ backends    the torch backend (``sine_jet``, ``fused_epilogues``) and the Triton
 functions   the autograd Functions that chain a backend's ops: jet, adjoint, nested autograd.
 dispatch    backend name -> the Function to run (and the one-time Triton self-check).
 api         what users build on: functional API, modules, model registry, physics operators
-            on jets, meshing, the hypernetwork models.
+            on jets, meshing and mesh metrics, the hypernetwork models.
 tasks       one module per task, on ``tasks.base`` and ``tasks.common``; the hypernetwork data.
 fit loop    the one training loop for every task.
 front ends  the command line, the benchmark suite, ``python -m fastsiren``.
 """
-
-# Modules of the task layer that every task may import; a task imports no other task.
-TASK_SHARED = ("fastsiren.tasks.base", "fastsiren.tasks.common")
 
 
 def find_modules(root: Path) -> dict[str, Path]:
@@ -177,12 +177,21 @@ def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     return lines
 
 
-def sideways_task_imports(graph: dict[str, set[str]]) -> list[str]:
-    """Every import from one task module to another that is neither tasks.base nor common."""
+def task_modules(modules: dict[str, Path]) -> set[str]:
+    """The modules ``TASKS`` registers (its values are ``"module:Class"`` strings)."""
+    tree = ast.parse(modules["fastsiren.tasks"].read_text())
+    for node in ast.walk(tree):
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) else None)
+        if isinstance(target, ast.Name) and target.id == "TASKS":
+            return {spec.split(":")[0] for spec in ast.literal_eval(node.value).values()}
+    raise AssertionError("fastsiren/tasks/__init__.py defines no TASKS")
+
+
+def sideways_task_imports(graph: dict[str, set[str]], tasks: set[str]) -> list[str]:
+    """Every import from one task to another."""
     return [f"{module} -> {target}" for module, targets in sorted(graph.items())
-            if module.startswith("fastsiren.tasks.")
-            for target in sorted(targets)
-            if target.startswith("fastsiren.tasks.") and target not in TASK_SHARED]
+            if module in tasks for target in sorted(targets) if target in tasks]
 
 
 def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -226,8 +235,13 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def graph() -> dict[str, set[str]]:
-    return import_graph(find_modules(ROOT))
+def modules() -> dict[str, Path]:
+    return find_modules(ROOT)
+
+
+@pytest.fixture(scope="module")
+def graph(modules) -> dict[str, set[str]]:
+    return import_graph(modules)
 
 
 def test_every_module_has_a_layer(graph):
@@ -246,8 +260,8 @@ def test_no_import_cycle(graph):
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
-def test_tasks_import_only_the_shared_task_modules(graph):
-    sideways = sideways_task_imports(graph)
+def test_no_task_imports_another_task(modules, graph):
+    sideways = sideways_task_imports(graph, task_modules(modules))
     assert not sideways, "tasks importing other tasks:\n" + "\n".join(sideways)
 
 
@@ -276,9 +290,12 @@ FAKE_TREE = {
     # backends -> api through a name the package root re-exports: upward.
     "kernels/__init__.py": "",
     "kernels/sine_jet.py": "import torch\nfrom fastsiren import Siren\n",
-    "fastsiren/tasks/__init__.py": "",
+    "fastsiren/tasks/__init__.py": (
+        "TASKS: dict[str, str] = {'image': 'fastsiren.tasks.image:ImageTask',\n"
+        "                         'video': 'fastsiren.tasks.video:VideoTask'}\n"),
     "fastsiren/tasks/base.py": "",
-    "fastsiren/tasks/image.py": "from .base import *\n",
+    "fastsiren/tasks/common.py": "from .base import *\n",
+    "fastsiren/tasks/image.py": "from .base import *\nfrom .common import *\n",
     # a task on another task: sideways.
     "fastsiren/tasks/video.py": "from . import image\nfrom .base import *\n",
     "fastsiren/gadget.py": "",  # in no layer
@@ -287,7 +304,8 @@ FAKE_TREE = {
 
 def test_the_checks_fire_on_a_tree_that_breaks_each_rule(tmp_path):
     _write_tree(tmp_path, FAKE_TREE)
-    graph = import_graph(find_modules(tmp_path))
+    modules = find_modules(tmp_path)
+    graph = import_graph(modules)
     assert graph["fastsiren.reference.siren"] == {"fastsiren.errors"}
     assert graph["fastsiren.kernels.sine_jet"] == {"fastsiren.modules"}
     assert upward_imports(graph) == [
@@ -295,7 +313,9 @@ def test_the_checks_fire_on_a_tree_that_breaks_each_rule(tmp_path):
         "fastsiren.kernels.sine_jet (backends) -> fastsiren.modules (api)",
     ]
     assert import_cycles(graph) == [["fastsiren.functional", "fastsiren.modules"]]
-    assert sideways_task_imports(graph) == ["fastsiren.tasks.video -> fastsiren.tasks.image"]
+    assert task_modules(modules) == {"fastsiren.tasks.image", "fastsiren.tasks.video"}
+    assert sideways_task_imports(graph, task_modules(modules)) == [
+        "fastsiren.tasks.video -> fastsiren.tasks.image"]
     assert unplaced_modules(graph) == ["fastsiren.gadget"]
 
 
@@ -304,7 +324,10 @@ def test_the_checks_pass_a_tree_that_keeps_the_rules(tmp_path):
             if k not in ("fastsiren/env.py", "kernels/sine_jet.py", "fastsiren/functional.py",
                          "fastsiren/tasks/video.py", "fastsiren/gadget.py")}
     _write_tree(tmp_path, kept)
-    graph = import_graph(find_modules(tmp_path))
+    modules = find_modules(tmp_path)
+    graph = import_graph(modules)
     assert graph["fastsiren.reference.siren"] == {"fastsiren.errors"}
+    assert graph["fastsiren.tasks.image"] == {"fastsiren.tasks.base", "fastsiren.tasks.common"}
     assert not upward_imports(graph) and not import_cycles(graph)
-    assert not sideways_task_imports(graph) and not unplaced_modules(graph)
+    assert not sideways_task_imports(graph, task_modules(modules))
+    assert not unplaced_modules(graph)

@@ -22,6 +22,7 @@ import torch
 from helpers import make_params, rel_err
 
 import fastsiren as fs
+from fastsiren import env
 from fastsiren.jet import JetLayout
 
 triton = pytest.importorskip("triton")
@@ -329,7 +330,7 @@ def test_poison_fills_nan(monkeypatch):
 
 def test_precision_knob(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    monkeypatch.delenv(env.INPUT_PRECISION, raising=False)
     set_input_precision(None)
     # torch's matmul flags are properties of a module object: save and restore them by hand
     # (monkeypatch's undo deletes what it considers instance attributes in recent pytest).
@@ -338,7 +339,7 @@ def test_precision_knob(monkeypatch):
         for allow in (False, True):
             torch.backends.cuda.matmul.allow_tf32 = allow
             assert precision.current_input_precision() == ("tf32" if allow else "tf32x3")
-        monkeypatch.setenv(precision.ENV_VAR, "tf32x3")
+        monkeypatch.setenv(env.INPUT_PRECISION, "tf32x3")
         assert precision.current_input_precision() == "tf32x3"
         with input_precision("tf32"):
             assert precision.current_input_precision() == "tf32"
@@ -352,7 +353,7 @@ def test_precision_knob(monkeypatch):
         with pytest.raises(ValueError, match="unknown input precision"):
             set_input_precision("fp8")
         monkeypatch.setenv("TRITON_INTERPRET", "0")
-        monkeypatch.setenv(precision.ENV_VAR, "half")
+        monkeypatch.setenv(env.INPUT_PRECISION, "half")
         with pytest.raises(ValueError, match="FASTSIREN_INPUT_PRECISION"):
             precision.current_input_precision()
     finally:
@@ -366,7 +367,7 @@ def test_precision_knob_reads_the_new_torch_api(monkeypatch):
     """Once torch's fp32_precision API is used, reading the legacy allow_tf32 flag raises
     ("mix of the legacy and new APIs"): the knob must follow the new API without touching it."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    monkeypatch.delenv(env.INPUT_PRECISION, raising=False)
     set_input_precision(None)
     matmul = torch.backends.cuda.matmul
     saved = matmul.fp32_precision
