@@ -139,8 +139,12 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> tuple[i
 
 
 @contextlib.contextmanager
-def environ(name: str, value: str):
-    """An environment variable set for the duration of a block, restored after."""
+def environ(name: str, value: str | None):
+    """An environment variable set for the duration of a block, restored after (``None``:
+    left as it is)."""
+    if value is None:
+        yield
+        return
     old = os.environ.get(name)
     os.environ[name] = value
     try:

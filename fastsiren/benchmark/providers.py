@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +13,7 @@ import torch
 from .. import env, reference
 from ..functional import siren_jet
 from .cases import Case
+from .measure import environ
 from .problem import Problem, jet_dict, workload_loss
 
 JetFn = Callable[[torch.Tensor, list], dict]
@@ -147,7 +146,7 @@ def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False,
     kwargs = _precision_kwargs(prob) if backend == "triton" else {}
 
     def jet(x, params):
-        with _environment(env.FUSED_NETWORK, None if fused_network else "0"):
+        with environ(env.FUSED_NETWORK, None if fused_network else "0"):
             return _jet(x, params)
 
     def _jet(x, params):
@@ -159,23 +158,6 @@ def _fastsiren_fn(backend: str, prob: Problem, compile_chunks: bool = False,
         return jet_dict(j, spec)
 
     return jet
-
-
-@contextlib.contextmanager
-def _environment(name: str, value: str | None) -> Iterator[None]:
-    """``os.environ[name] = value`` for the block (None: left as it is)."""
-    if value is None:
-        yield
-        return
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
 
 
 # Collapsed Taylor mode (Dangel et al., NeurIPS 2025; PyPI ``jet-for-pytorch``, imported as
