@@ -24,7 +24,8 @@ import torch
 import fastsiren as fs
 from fastsiren.benchmark.measure import peak_memory_bytes
 from fastsiren.hypernet import NeuralProcessHypernet, hypernetwork_loss
-from fastsiren.hypernet.data import pixel_grid, sample_context, train_counts
+from fastsiren.hypernet.data import sample_context, train_counts
+from fastsiren.tasks.common import pixel_grid
 
 
 def median_ms(fn, device, reps=7, warmup=2):

@@ -18,7 +18,8 @@ from fastsiren.hypernet import (
     SirenSpec,
     hypernetwork_loss,
 )
-from fastsiren.hypernet.data import half_context, pixel_grid, sample_context, train_counts
+from fastsiren.hypernet.data import half_context, sample_context, train_counts
+from fastsiren.tasks.common import pixel_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -15,7 +15,8 @@ from fastsiren.cli import main
 from fastsiren.errors import InputError
 from fastsiren.fit import load_checkpoint, save_checkpoint
 from fastsiren.tasks import FitContext
-from fastsiren.tasks.image import ImageSettings, ImageTask, pixel_grid
+from fastsiren.tasks.common import pixel_grid
+from fastsiren.tasks.image import ImageSettings, ImageTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -56,7 +56,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..hypernet.data import half_context, prepare_image, sample_context
     from ..io.image import read_image, write_image
-    from ..tasks.image import pixel_grid, side_by_side
+    from ..tasks.common import pixel_grid, side_by_side
 
     model, settings = load_hypernet(args.checkpoint, args.device)
     resolution, channels = tuple(settings["resolution"]), settings["channels"]

@@ -3,7 +3,7 @@ train/test split, the pixel grid, and context sampling.
 
 As the paper's CelebA setup: each image is centre-cropped to a square and resized (32x32 by
 default), values mapped to [-1, 1]; coordinates span [-1, 1] with the row index first
-(``fastsiren.tasks.image.pixel_grid``, the official ``get_mgrid``). Context
+(``fastsiren.tasks.common.pixel_grid``, the official ``get_mgrid``). Context
 (``sample_context``): during training each image gets a random number of context pixels,
 uniform in [10, 200]; the paper evaluates with 10, 100
 and 1000 pixels and with the top half of the image. The official conv encoder draws a Bernoulli
@@ -12,7 +12,6 @@ mask with that *expected* count; here both encoders get exactly that many distin
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +20,13 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io.image import list_images, read_image
-from ..tasks.image import pixel_grid
+from ..tasks.common import data_file
 from .models import Context
 
 __all__ = [
     "builtin_images",
     "half_context",
     "load_image_folder",
-    "pixel_grid",
     "prepare_image",
     "sample_context",
     "split_indices",
@@ -76,10 +74,6 @@ def load_image_folder(folder: str | Path, resolution: tuple[int, int] = (32, 32)
     return torch.stack(images), [p.name for p in files]
 
 
-def _data_file(name: str) -> Path:
-    return Path(str(resources.files("fastsiren") / "data" / name))
-
-
 def builtin_images(resolution: tuple[int, int] = (32, 32), channels: int = 3,
                    crops_per_frame: int = 4, camera_crops: int = 96,
                    seed: int = 0) -> tuple[torch.Tensor, list[str]]:
@@ -95,13 +89,13 @@ def builtin_images(resolution: tuple[int, int] = (32, 32), channels: int = 3,
         crops.append(prepare_image(image[top:top + size, left:left + size], resolution,
                                    channels, name))
 
-    camera = read_image(_data_file("camera.png"))
+    camera = read_image(data_file("camera.png"))
     sources.append("camera.png")
     for _ in range(camera_crops):
         size = int(rng.integers(64, 257))
         add(camera, size, int(rng.integers(0, camera.shape[0] - size + 1)),
             int(rng.integers(0, camera.shape[1] - size + 1)), "camera.png")
-    clip = _data_file("bunny_clip.npz")
+    clip = data_file("bunny_clip.npz")
     if clip.is_file():
         sources.append("bunny_clip.npz")
         with np.load(clip) as data:

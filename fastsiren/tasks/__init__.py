@@ -7,9 +7,8 @@ follows ``fastsiren.tasks.base.Task``.
 
 from __future__ import annotations
 
-import importlib
-
-from .base import FitContext, FitSettings, Task, setting
+from ..errors import InputError
+from .base import FitContext, FitSettings, Task, load_class, setting
 
 __all__ = ["TASKS", "FitContext", "FitSettings", "Task", "get_task", "setting"]
 
@@ -28,9 +27,6 @@ TASKS: dict[str, str] = {
 
 def get_task(name: str) -> type[Task]:
     """The task class registered under ``name``."""
-    from ..errors import InputError
-
     if name not in TASKS:
         raise InputError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
-    module, _, cls = TASKS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return load_class(TASKS[name])

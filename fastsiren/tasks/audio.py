@@ -25,7 +25,6 @@ omega_0 = 30 in both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from ..errors import InputError
 from ..io.audio import read_audio, write_audio
 from ..jet import Jet
 from .base import FitContext, FitSettings, Task, setting
+from .common import data_file, evaluate_on_grid, pyplot, random_subset, save_figure
 
 __all__ = [
     "OFFICIAL_TIME_RANGE",
@@ -59,9 +59,6 @@ CPU_WIDTH = 128
 CPU_STEPS = 300
 CPU_LR = 1e-4
 CPU_BATCH_FRACTION = 0.25
-
-# Samples per chunk when the fitted network is evaluated on the whole clip.
-EVAL_CHUNK = 65536
 
 
 def normalise_waveform(samples: np.ndarray, what: str = "audio") -> tuple[np.ndarray, float]:
@@ -108,7 +105,7 @@ def official_to_unit_time(state_dict: dict, scale: float = OFFICIAL_TIME_RANGE) 
 
 def sample_audio_path() -> Path:
     """The built-in sample (guitar_fifths.wav, CC0; see fastsiren/data/README.md)."""
-    return Path(str(resources.files("fastsiren") / "data" / "guitar_fifths.wav"))
+    return data_file("guitar_fifths.wav")
 
 
 @dataclass
@@ -157,11 +154,10 @@ class AudioTask(Task):
         self._fitted: np.ndarray | None = None
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        n = self.coords.shape[0]
-        if self.settings.batch_fraction >= 1.0:
+        pick = random_subset(self.coords.shape[0], self.settings.batch_fraction, generator,
+                             self.device)
+        if pick is None:
             return {"coords": self.coords, "target": self.target}
-        size = max(1, round(n * self.settings.batch_fraction))
-        pick = torch.randint(0, n, (size,), generator=generator, device=self.device)
         return {"coords": self.coords[pick], "target": self.target[pick]}
 
     def loss(self, jet: Jet, batch: dict[str, torch.Tensor]):
@@ -172,9 +168,8 @@ class AudioTask(Task):
     def fitted(self, model: nn.Module) -> np.ndarray:
         """The network at every sample time, [N] (cached until the next ``evaluate``)."""
         if self._fitted is None:
-            chunks = [model.jet(self.coords[i : i + EVAL_CHUNK], order=0).value
-                      for i in range(0, self.coords.shape[0], EVAL_CHUNK)]
-            self._fitted = torch.cat(chunks).reshape(-1).double().cpu().numpy()
+            value = evaluate_on_grid(model, self.coords, order=0).value
+            self._fitted = value.reshape(-1).double().cpu().numpy()
         return self._fitted
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -205,11 +200,7 @@ class AudioTask(Task):
 
 def plot_waveform(path: Path, truth: np.ndarray, fit: np.ndarray, rate: int) -> Path:
     """Target and fit over the whole clip and over a 20 ms window in its middle, and the error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     seconds = np.arange(truth.size) / rate
     window = slice(truth.size // 2, truth.size // 2 + max(2, round(0.02 * rate)))
     fig, axes = plt.subplots(3, 1, figsize=(9, 6.5))
@@ -225,6 +216,4 @@ def plot_waveform(path: Path, truth: np.ndarray, fit: np.ndarray, rate: int) -> 
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -30,9 +30,12 @@ for. Batched tasks (many signals, hypernetworks) return a model whose ``jet`` ta
 dimension (``BatchedSiren`` in ``fastsiren.fit.models``, or override ``jet``/``build_model``);
 the loop does not care.
 
-Under ``torchrun`` a task with ``shards_items = True`` (independent signals, e.g. a folder of
-images) is built on its shard of the items (``context.shard(items)``) and trains without any
-communication; other tasks run replicated and the loop averages gradients across processes.
+Processes are the loop's business; a task never knows how many run it. Under ``torchrun`` the
+loop averages the gradients of every process (one model) and the values each step logs, except
+for a task with ``shards_items = True`` (independent signals, e.g. a folder of images): it is built
+on its share of the items (``context.shard(items)``) and each process fits its own models. A task
+whose batches are global batches of independent items along dimension 0 says how many in
+``batch_items``; the loop then hands each process every world_size-th of them.
 
 A minimal task, complete (register it by adding one line to ``fastsiren/tasks/__init__.py``)::
 
@@ -73,6 +76,7 @@ A minimal task, complete (register it by adding one line to ``fastsiren/tasks/__
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import typing
 from dataclasses import MISSING, dataclass, field
@@ -85,7 +89,7 @@ from torch import nn
 from ..errors import InputError
 from ..jet import Jet
 
-__all__ = ["FitContext", "FitSettings", "Task", "setting", "device_defaults"]
+__all__ = ["FitContext", "FitSettings", "Task", "device_defaults", "load_class", "setting"]
 
 
 def setting(
@@ -207,15 +211,28 @@ class FitSettings:
 
 @dataclass(frozen=True)
 class FitContext:
-    """Where a task runs: its device, and its process among ``world_size`` (torchrun)."""
+    """Where a task runs, made by the fit loop: its device, and the process's place among the
+    processes of a torchrun (``rank`` of ``world_size``). A task reads ``device`` and, if it
+    shards its items, calls ``shard``; the process count is the loop's business."""
 
     device: torch.device
     rank: int = 0
     world_size: int = 1
 
     def shard(self, items: typing.Sequence) -> list:
-        """This process's share of ``items`` (every world_size-th, starting at rank)."""
-        return list(items[self.rank :: self.world_size])
+        """This process's share of ``items`` (every world_size-th, starting at rank); an
+        InputError when there is none."""
+        share = list(items[self.rank :: self.world_size])
+        if not share:
+            raise InputError(f"process {self.rank} of {self.world_size} got none of the "
+                             f"{len(items)} items: run fewer processes than there are items")
+        return share
+
+
+def load_class(spec: str) -> type:
+    """The class named by a ``"module:Class"`` registry entry, imported when asked for."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class Task:
@@ -228,6 +245,7 @@ class Task:
     progress_metric: ClassVar[str | None] = None
     example: ClassVar[str] = ""
     shards_items: ClassVar[bool] = False
+    batch_items: int | None = None  # items along dim 0 of every batch, split across processes
     model_class: ClassVar[str] = "Siren"  # or "BatchedSiren" (model_kwargs then has n_networks)
 
     in_features: int

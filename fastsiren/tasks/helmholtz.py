@@ -34,15 +34,19 @@ from torch import nn
 from .. import physics
 from ..errors import InputError
 from .base import FitContext, FitSettings, Task, setting
+from .common import (
+    evaluate_on_grid,
+    field_style,
+    plot_field,
+    pyplot,
+    relative_l2,
+    save_figure,
+    xy_grid,
+)
 
-__all__ = [
-    "HelmholtzSettings", "HelmholtzTask", "evaluate_jets", "plot_field", "pyplot", "relative_l2",
-]
+__all__ = ["HelmholtzSettings", "HelmholtzTask"]
 
 SOURCE_AMPLITUDE = physics.HELMHOLTZ_AMPLITUDE  # the official source (1, 1)
-# Points per chunk on the evaluation grid: an order-2 jet with the Hessian diagonal keeps
-# 1 + 2d slabs of width floats per point per layer.
-EVAL_CHUNK = 8192
 
 
 @dataclass
@@ -51,24 +55,23 @@ class HelmholtzSettings(FitSettings):
 
     CUDA defaults: the official run (50000 steps of 52900 points, width 256, lr 2e-5). CPU
     defaults: 3000 steps of 4096 points at width 128, lr 1e-4, a quarter of the points near the
-    source; about 4.5 minutes on one core. Their error curve (the batch estimate): 1.13 at the
-    start, 0.81 after 500 steps, 0.74 after 2000, 0.69 after 3000, and still falling (0.59 on the
-    grid after 10000). The former 600 steps stop where the curve has barely started (0.88 with
-    the official sampling); the official problem needs many steps, and the official budget is
-    50000 steps of 13x more points.
+    source; about 4.5 minutes on one core. Their error (the batch estimate) is 1.13 at the
+    start, 0.81 after 500 steps, 0.74 after 2000, 0.69 after 3000, and still falling (0.59 on
+    the grid after 10000): the problem needs many steps, and the official budget is 50000 steps
+    of 13x more points.
 
-    Why the near points. Loss, source, sampling, initialisation and metric follow the official
-    code (the metric's field agrees with a finite-difference solve of the same PML problem to
-    0.25%). With the official sampling a small batch learns the field's shape (its correlation
-    with the analytic one grows) at a fraction of its amplitude: the far field's amplitude is set
-    by the source's net strength, and the network cancels part of it with an opposite residual in
-    the ring just around the sampled source disk, where 4096 uniform points put ~190 per step
-    (the official 52900 put ~2500). Width 64, 2048 points, 1000 steps, same seed: 512 points
-    within 0.25 of the source doubled the amplitude (0.25 -> 0.54 of the analytic one) and took
-    the error from 0.92 to 0.79 (a 0.5 disk: 0.83). These defaults without them
-    (``--near-points 0``): 0.88 after 500 steps, 0.82 after 2000, 0.77 on the grid after 3000.
-    Larger learning rates collapse the field to zero (lr 1e-3: error 0.98 after 300 steps); the
-    official source weight at the official batch (13x the weight at 4096 points) did not help.
+    Near points (``near_points``, not official). With the official sampling a small batch learns
+    the field's shape (its correlation with the analytic one grows) at a fraction of its
+    amplitude: the far field's amplitude is set by the source's net strength, and the network
+    cancels part of it with an opposite residual in the ring around the sampled source disk,
+    where 4096 uniform points put ~190 per step (the official 52900 put ~2500). Measured at
+    width 64, 2048 points, 1000 steps, one seed: 512 points within 0.25 of the source double the
+    amplitude (0.25 -> 0.54 of the analytic one) and take the error from 0.92 to 0.79 (a disk of
+    0.5: 0.83). The CPU defaults with ``--near-points 0``: 0.88 after 500 steps, 0.82 after
+    2000, 0.77 on the grid after 3000. Larger learning rates collapse the field to zero (lr 1e-3:
+    error 0.98 after 300 steps); the official source weight at the official batch does not
+    help. Loss, source, sampling, initialisation and metric are otherwise the official ones (the
+    metric's field agrees with a finite-difference solve of the same PML problem to 0.25%).
     """
 
     steps: int | None = setting(None, "optimizer steps", positive=True, cpu=3000, cuda=50000)
@@ -128,9 +131,7 @@ class HelmholtzTask(Task):
         self.analytic = settings.velocity == "uniform"
         if not self.analytic:
             self.progress_metric = "pde"
-        side = settings.eval_size
-        axis = torch.linspace(-1, 1, side)
-        self.grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
+        self.grid = xy_grid(settings.eval_size)
         self.region = self.metric_region(self.grid)  # [side²] bool
         self.truth = self.analytic_field(self.grid) if self.analytic else None
         self._grid_jet = None
@@ -183,8 +184,8 @@ class HelmholtzTask(Task):
     # -- results ----------------------------------------------------------------------------
     def grid_jet(self, model: nn.Module):
         if self._grid_jet is None:
-            self._grid_jet = evaluate_jets(model, self.grid.to(self.device), order=2,
-                                           hessian_diag=True)
+            self._grid_jet = evaluate_on_grid(model, self.grid.to(self.device), order=2,
+                                              hessian_diag=True)
         return self._grid_jet
 
     def field_and_residual(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
@@ -246,62 +247,13 @@ class HelmholtzTask(Task):
         }
 
 
-def relative_l2(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """||actual − expected|| / ||expected|| (complex or real tensors)."""
-    return torch.linalg.vector_norm(actual - expected) / torch.linalg.vector_norm(expected)
-
-
-def evaluate_jets(model: nn.Module, coords: torch.Tensor, order: int, hessian_diag=False,
-                  chunk: int = EVAL_CHUNK):
-    """The model's jet over coords [N, d], chunk by chunk, detached and concatenated."""
-    from ..jet import Jet
-
-    parts = []
-    with torch.no_grad():
-        for start in range(0, coords.shape[0], chunk):
-            parts.append(model.jet(coords[start:start + chunk], order=order,
-                                   hessian_diag=hessian_diag))
-    fields = {}
-    for name in ("value", "grad", "lap", "hess_diag"):
-        pieces = [getattr(p, name) for p in parts]
-        fields[name] = None if pieces[0] is None else torch.cat(pieces, 0)
-    return Jet(**fields)
-
-
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _style(name: str, image: np.ndarray) -> dict:
-    """Diverging colours around zero for signed fields, sequential for magnitudes."""
-    finite = image[np.isfinite(image)]
-    if name in ("real", "imaginary", "analytic real"):
-        scale = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
-        return {"cmap": "RdBu_r", "vmin": -scale, "vmax": scale}
-    return {"cmap": "magma" if name != "velocity" else "viridis", "vmin": 0,
-            "vmax": float(np.percentile(finite, 99)) if finite.size else 1.0}
-
-
-def plot_field(path: Path, image: np.ndarray, name: str) -> Path:
-    """One field on [-1, 1]² (y up) as a colour image without axes."""
-    plt = pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(path, image, origin="lower", **_style(name, image))
-    return path
-
-
 def plot_panels(path: Path, panels: dict[str, np.ndarray], inner: float) -> Path:
     """The fields side by side with colour bars; the PML's inner edge dashed."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
     for ax, (name, image) in zip(np.atleast_1d(axes), panels.items()):
-        shown = ax.imshow(image, origin="lower", extent=(-1, 1, -1, 1), **_style(name, image))
+        shown = ax.imshow(image, origin="lower", extent=(-1, 1, -1, 1),
+                          **field_style(name, image))
         ax.plot([-inner, inner, inner, -inner, -inner], [-inner, -inner, inner, inner, -inner],
                 "k--", lw=0.6)
         ax.set_title(name)
@@ -309,6 +261,4 @@ def plot_panels(path: Path, panels: dict[str, np.ndarray], inner: float) -> Path
         ax.set_yticks([-1, 0, 1])
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -5,7 +5,7 @@
 ``fs.siren_jet`` call, never a Python loop over images.
 
 Images of different sizes are padded, not grouped: each image keeps its own [-1, 1] grid
-(``image.pixel_grid``), the grids are padded to the longest one, and a per-point weight (zero on
+(``common.pixel_grid``), the grids are padded to the longest one, and a per-point weight (zero on
 padding, 1/N_b on the N_b real points of image b) makes the loss
 
     loss = sum_b mean_{n in image b} |f_b(x_bn) - y_bn|^2
@@ -31,16 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fit.models import BatchedSiren
+from ..jet import Jet
 from ..modules import Siren
 from .base import FitContext, Task
-from .image import (
-    EVAL_CHUNK,
+from .common import evaluate_on_grid, load_pixels, pixel_grid, psnr_tensor
+from .image_common import (
     ImageSettings,
-    evaluate_on_grid,
     fitted_pixels,
     image_metrics,
-    load_pixels,
-    pixel_grid,
     render_grid,
     write_image_outputs,
 )
@@ -68,11 +67,6 @@ class ManyImagesTask(Task):
 
     def __init__(self, settings: ImageSettings, context: FitContext, files: list[Path]):
         super().__init__(settings, context)
-        if not files:
-            from ..errors import InputError
-
-            raise InputError(f"process {context.rank} of {context.world_size} got no images: "
-                             "run fewer processes than there are images")
         arrays = [load_pixels(path, settings.max_size) for path in files]
         channels = max(a.shape[2] for a in arrays)
         arrays = [np.repeat(a, channels, 2) if a.shape[2] < channels else a for a in arrays]
@@ -103,8 +97,6 @@ class ManyImagesTask(Task):
         return {"n_networks": len(self.images), **super().model_kwargs()}
 
     def build_model(self) -> nn.Module:
-        from ..fit.models import BatchedSiren
-
         kwargs = super().model_kwargs()
         sirens = []
         for _ in self.images:
@@ -137,19 +129,19 @@ class ManyImagesTask(Task):
     def loss(self, jet, batch):
         per_point = (jet.value - batch["target"]).square().mean(-1)  # [B, N]
         per_image = (per_point * batch["weight"]).sum(-1)  # each image's own MSE
-        psnr_db = 10.0 * torch.log10(4.0 / per_image.detach().clamp_min(1e-20))
+        psnr_db = psnr_tensor(per_image, peak=2.0)  # values span 2 on [-1, 1]
         return per_image.sum(), {"mse": per_image.detach().mean(), "psnr": psnr_db.mean()}
 
     # -- results ----------------------------------------------------------------------------
-    def reconstruct(self, model: nn.Module) -> tuple:
+    def reconstruct(self, model: nn.Module) -> Jet:
+        """The order-2 jets [B, N_max, ...] of the fitted networks on their grids (cached)."""
         if self._evaluated is None:
-            chunk = max(1, EVAL_CHUNK // len(self.images))
-            self._evaluated = evaluate_on_grid(model, self.coords, order=2, chunk=chunk)
+            self._evaluated = evaluate_on_grid(model, self.coords, order=2)
         return self._evaluated
 
     def evaluate(self, model: nn.Module) -> dict:
         self._evaluated = None
-        value = self.reconstruct(model)[0]
+        value = self.reconstruct(model).value
         rows = []
         for b, im in enumerate(self.images):
             metrics = image_metrics(value[b, :im.n_points], self.target[b, :im.n_points],
@@ -159,7 +151,7 @@ class ManyImagesTask(Task):
         return {"images": rows}
 
     def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
-        value, grad, lap = self.reconstruct(model)
+        jet = self.reconstruct(model)
         rendered = {}
         for b, im in enumerate(self.images):
             grid = render_grid(self.settings, im.shape, self.device)
@@ -168,15 +160,15 @@ class ManyImagesTask(Task):
                 rendered.setdefault(size, (coords, []))[1].append(b)
         renders = {}
         for size, (coords, members) in rendered.items():  # one batched call per render size
-            values = evaluate_on_grid(model, coords, order=0,
-                                      chunk=max(1, EVAL_CHUNK // len(self.images)))[0]
+            values = evaluate_on_grid(model, coords.expand(len(self.images), -1, -1),
+                                      order=0).value
             for b in members:
                 renders[b] = values[b].reshape(*size, -1)
         paths = []
         for b, im in enumerate(self.images):
             n = im.n_points
-            jets = (value[b, :n], grad[b, :n], lap[b, :n])
-            paths += write_image_outputs(im, jets, out_dir / "images" / im.path.name,
+            own = Jet(jet.value[b, :n], jet.grad[b, :n], jet.lap[b, :n])
+            paths += write_image_outputs(im, own, out_dir / "images" / im.path.name,
                                          renders.get(b))
         return paths
 

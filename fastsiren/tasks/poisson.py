@@ -3,7 +3,7 @@
 Beside the official ``train_poisson_grad_img.py``, ``train_poisson_lapl_img.py`` and
 ``train_poisson_gradcomp_img.py``:
 
-data        an image [H, W, C] mapped to [-1, 1] (the image task's reader and grid).
+data        an image [H, W, C] mapped to [-1, 1] (the official pixel grid of ``tasks.common``).
 targets     ``--supervise grad``: the Sobel gradient, per channel, along rows and columns;
             ``--supervise lap``: the 5-point discrete Laplacian;
             ``--composite IMG2``: the blend ``(1 - a) grad(img1) + a grad(img2)`` of two images'
@@ -41,7 +41,15 @@ from ..errors import InputError
 from ..io.image import write_image
 from ..jet import Jet
 from .base import FitContext, FitSettings, Task, setting
-from .image import evaluate_on_grid, load_pixels, pixel_grid, sample_image_path, side_by_side
+from .common import (
+    evaluate_on_grid,
+    load_pixels,
+    pixel_grid,
+    psnr,
+    random_subset,
+    sample_image_path,
+    side_by_side,
+)
 
 __all__ = [
     "MIN_SIDE",
@@ -147,7 +155,7 @@ def psnr_after_gain_offset(fit: np.ndarray, truth: np.ndarray) -> tuple[float, l
         offsets.append(float(offset))
         aligned[:, c] = gain * fit[:, c] + offset
     mse = np.mean(((aligned - truth) / 2.0) ** 2)
-    return float(10.0 * np.log10(1.0 / max(mse, 1e-20))), gains, offsets
+    return psnr(max(mse, 1e-20)), gains, offsets
 
 
 # -- the task -------------------------------------------------------------------------------------
@@ -237,12 +245,9 @@ class PoissonTask(Task):
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         batch = {"coords": self.coords, "target": self.supervised}
-        if self.settings.batch_fraction >= 1.0:
-            return batch
-        n = self.coords.shape[0]
-        size = max(1, round(n * self.settings.batch_fraction))
-        pick = torch.randperm(n, generator=generator, device=self.device)[:size]
-        return {k: v[pick] for k, v in batch.items()}
+        pick = random_subset(self.coords.shape[0], self.settings.batch_fraction, generator,
+                             self.device)
+        return batch if pick is None else {k: v[pick] for k, v in batch.items()}
 
     def loss(self, jet: Jet, batch: dict[str, torch.Tensor]):
         if self.order == 1:
@@ -256,8 +261,8 @@ class PoissonTask(Task):
     def fitted(self, model: nn.Module) -> tuple:
         """(value, grad, lap) of the fitted network on the pixel grid (cached)."""
         if self._evaluated is None:
-            self._evaluated = tuple(t.float().cpu() for t in
-                                    evaluate_on_grid(model, self.coords, order=2))
+            jet = evaluate_on_grid(model, self.coords, order=2)
+            self._evaluated = tuple(t.float().cpu() for t in (jet.value, jet.grad, jet.lap))
         return self._evaluated
 
     def evaluate(self, model: nn.Module) -> dict:

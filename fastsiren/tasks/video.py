@@ -8,8 +8,8 @@ data        frames [T, H, W, C] in [0, 1] (``fastsiren.io.video``: .npy/.npz, GI
 coordinates (t, row, col), each ``linspace(-1, 1)`` over its axis, time-major then row-major
             (the official ``get_mgrid(dim=3)``).
 loss        ``mean (f - x)^2`` on the value (order-0 jet) over a random ``batch_fraction`` of
-            all voxels per step, drawn with replacement as the official wrapper does (its
-            ``sample_frac`` 38e-4).
+            all voxels per step (the official wrapper's ``sample_frac`` 38e-4; it draws with
+            replacement, this draws distinct voxels as every task's ``common.random_subset``).
 metrics     PSNR on [0, 1] (reconstruction clipped) over the whole clip and per frame, and
             their mean.
 outputs     ``reconstruction.gif`` (and ``reconstruction.mp4`` with the extra), ``frames.png``
@@ -19,7 +19,6 @@ outputs     ``reconstruction.gif`` (and ``reconstruction.mp4`` with the extra), 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from ..errors import InputError
 from ..io.video import has_mp4_support, read_video, write_frame_grid, write_gif, write_mp4
 from ..jet import Jet
 from .base import FitContext, FitSettings, Task, setting
-from .image import psnr
+from .common import data_file, evaluate_on_grid, psnr, psnr_tensor, random_subset
 
 __all__ = ["VideoSettings", "VideoTask", "sample_video_path", "shrink_frames", "voxel_grid"]
 
@@ -41,9 +40,6 @@ CPU_WIDTH = 128
 CPU_STEPS = 300
 CPU_LR = 1e-3
 CPU_BATCH_FRACTION = 0.02
-
-# Voxels per chunk when the fitted network is evaluated on the whole clip.
-EVAL_CHUNK = 65536
 # Frames shown in frames.png.
 GRID_FRAMES = 8
 
@@ -51,7 +47,7 @@ GRID_FRAMES = 8
 def sample_video_path() -> Path:
     """The built-in sample (bunny_clip.npz, CC-BY 3.0 Blender Foundation; see
     fastsiren/data/README.md and bunny_clip.CREDIT.txt)."""
-    return Path(str(resources.files("fastsiren") / "data" / "bunny_clip.npz"))
+    return data_file("bunny_clip.npz")
 
 
 def voxel_grid(frames: int, height: int, width: int,
@@ -123,25 +119,22 @@ class VideoTask(Task):
         self._reconstruction: np.ndarray | None = None
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        n = self.coords.shape[0]
-        if self.settings.batch_fraction >= 1.0:
+        pick = random_subset(self.coords.shape[0], self.settings.batch_fraction, generator,
+                             self.device)
+        if pick is None:
             return {"coords": self.coords, "target": self.target}
-        size = max(1, int(n * self.settings.batch_fraction))
-        pick = torch.randint(0, n, (size,), generator=generator, device=self.device)
         return {"coords": self.coords[pick], "target": self.target[pick]}
 
     def loss(self, jet: Jet, batch: dict[str, torch.Tensor]):
         mse = (jet.value - batch["target"]).square().mean()
-        # Values span 2 on [-1, 1]: the MSE on [0, 1] is a quarter of it.
-        return mse, {"mse": mse.detach(),
-                     "psnr": 10.0 * torch.log10(4.0 / mse.detach().clamp_min(1e-20))}
+        # Values span 2 on [-1, 1]: the PSNR on [0, 1] has peak 2 on this scale.
+        return mse, {"mse": mse.detach(), "psnr": psnr_tensor(mse, peak=2.0)}
 
     def reconstruction(self, model: nn.Module) -> np.ndarray:
         """The fitted clip [T, H, W, C] in [0, 1] (clipped; cached until ``evaluate``)."""
         if self._reconstruction is None:
-            values = [model.jet(self.coords[i : i + EVAL_CHUNK], order=0).value
-                      for i in range(0, self.coords.shape[0], EVAL_CHUNK)]
-            video = (torch.cat(values) * 0.5 + 0.5).clamp(0, 1)
+            values = evaluate_on_grid(model, self.coords, order=0).value
+            video = (values * 0.5 + 0.5).clamp(0, 1)
             self._reconstruction = video.reshape(*self.shape, -1).float().cpu().numpy()
         return self._reconstruction
 

@@ -36,7 +36,7 @@ from torch import nn
 from .. import physics
 from ..errors import InputError
 from .base import FitContext, FitSettings, Task, setting
-from .helmholtz import evaluate_jets, plot_field, pyplot, relative_l2
+from .common import evaluate_on_grid, plot_field, pyplot, relative_l2, save_figure, xy_grid
 
 __all__ = ["WaveSettings", "WaveTask"]
 
@@ -103,9 +103,7 @@ class WaveTask(Task):
         # The fastest speed anywhere bounds the domain of dependence.
         self.max_speed = settings.speed * (1.0 if settings.velocity == "uniform"
                                            else physics.INCLUSION_SPEED_RATIO)
-        side = settings.eval_size
-        axis = torch.linspace(-1, 1, side)
-        xy = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
+        xy = xy_grid(settings.eval_size)
         self.times = torch.linspace(0, settings.t_end, settings.frames)
         t = self.times[:, None, None].expand(-1, xy.shape[0], 1)
         self.grid = torch.cat((t, xy.expand(settings.frames, -1, -1)), -1)  # [F, side², 3]
@@ -157,7 +155,7 @@ class WaveTask(Task):
     def fields(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """u and the residual on the evaluation grid, [F, side²] each (CPU)."""
         grid = self.grid.reshape(-1, 3).to(self.device)
-        jet = evaluate_jets(model, grid, order=2, hessian_diag=True)
+        jet = evaluate_on_grid(model, grid, order=2, hessian_diag=True)
         residual = physics.wave_residual(jet, self.speed2(grid[:, 1:]))
         shape = self.grid.shape[:2]
         return jet.value[:, 0].reshape(shape).cpu(), residual.reshape(shape).cpu()
@@ -201,9 +199,7 @@ class WaveTask(Task):
                       vmin=-scale, vmax=scale)
             ax.set_title(f"t = {t:.3f}")
         fig.tight_layout()
-        grid_png = out_dir / "frames.png"
-        fig.savefig(grid_png, dpi=100)
-        plt.close(fig)
+        grid_png = save_figure(fig, out_dir / "frames.png")
         paths = [gif, grid_png]
         if self.exact:
             last = self.grid[-1]

@@ -1,0 +1,211 @@
+"""What several tasks share: coordinate grids, chunked evaluation of a fitted network on a grid,
+random batch sampling, PSNR and relative error, and labelled pictures.
+
+Tasks import this module, ``tasks.base`` and the engine; never each other.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..io.image import read_image
+from ..jet import Jet, JetLayout
+
+__all__ = [
+    "EVAL_SLAB_POINTS",
+    "data_file",
+    "eval_chunk",
+    "evaluate_on_grid",
+    "field_style",
+    "load_pixels",
+    "parse_hxw",
+    "pixel_grid",
+    "plot_field",
+    "psnr",
+    "psnr_tensor",
+    "pyplot",
+    "random_subset",
+    "relative_l2",
+    "sample_image_path",
+    "save_figure",
+    "side_by_side",
+    "xy_grid",
+]
+
+# Points x slabs per chunk when a fitted network is evaluated on a whole grid. Each slab holds
+# `width` floats per point per layer, so at width 256 a chunk keeps about 64 MiB per layer: 65536
+# points of an order-0 jet, 16384 of a 2-d Laplacian jet (value, 2 gradients, Laplacian).
+EVAL_SLAB_POINTS = 65536
+
+
+# -- data -----------------------------------------------------------------------------------------
+def data_file(name: str) -> Path:
+    """A built-in sample of ``fastsiren/data`` (licences in fastsiren/data/README.md)."""
+    return Path(str(resources.files("fastsiren") / "data" / name))
+
+
+def sample_image_path() -> Path:
+    """The built-in image (camera.png, CC0)."""
+    return data_file("camera.png")
+
+
+def load_pixels(path: Path, max_size: int | None) -> np.ndarray:
+    """read_image with the task's size check: a grid needs two pixels along each axis."""
+    pixels = read_image(path, max_size or None)
+    if min(pixels.shape[:2]) < 2:
+        raise InputError(f"image {path}: {pixels.shape[0]}x{pixels.shape[1]} pixels is too "
+                         "small to fit (at least 2x2 expected)")
+    return pixels
+
+
+def parse_hxw(text: str | int, option: str, example: str = "512x512") -> tuple[int, int]:
+    """'HxW' (or a single 'S' for SxS) -> (H, W), each side at least 2; ``option`` names the
+    CLI option in the error."""
+    parts = str(text).lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 2:
+        raise InputError(f"{option}: expected S or HxW with sides >= 2 (e.g. {example}), "
+                         f"got {text!r}")
+    return size
+
+
+# -- coordinates ----------------------------------------------------------------------------------
+def pixel_grid(height: int, width: int, half_range: float = 1.0,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """Coordinates [H*W, 2] of an H x W grid: (row, col), each ``linspace(-R, R)``, row-major
+    (the official ``get_mgrid``)."""
+    rows = torch.linspace(-half_range, half_range, height, device=device)
+    cols = torch.linspace(-half_range, half_range, width, device=device)
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def xy_grid(side: int) -> torch.Tensor:
+    """Coordinates [side², 2] of a square grid on [-1, 1]² as (x, y), x fastest (an image with
+    y up when shown with ``origin="lower"``)."""
+    axis = torch.linspace(-1, 1, side)
+    return torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
+
+
+def random_subset(n: int, fraction: float, generator: torch.Generator,
+                  device: torch.device | str) -> torch.Tensor | None:
+    """Indices of ``max(1, round(n * fraction))`` distinct points of ``n``, uniform without
+    replacement (a random permutation's head), drawn with ``generator``; None when
+    ``fraction >= 1`` (every point)."""
+    if fraction >= 1.0:
+        return None
+    size = max(1, round(n * fraction))
+    return torch.randperm(n, generator=generator, device=device)[:size]
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+def eval_chunk(order: int, in_features: int, hessian_diag: bool = False,
+               networks: int = 1) -> int:
+    """Points per chunk for a grid evaluation: ``EVAL_SLAB_POINTS`` over the jet's slabs and the
+    number of networks evaluated at once (a batched model)."""
+    rows = JetLayout(order, in_features, hessian_diag).rows
+    return max(1, EVAL_SLAB_POINTS // (rows * networks))
+
+
+def evaluate_on_grid(model: nn.Module, coords: torch.Tensor, order: int,
+                     hessian_diag: bool = False, chunk: int | None = None) -> Jet:
+    """The model's jet over coords [..., N, d] (a leading batch dimension for batched models),
+    chunk by chunk along N (``eval_chunk`` by default), without a graph, concatenated."""
+    if chunk is None:
+        networks = coords.shape[0] if coords.dim() == 3 else 1
+        chunk = eval_chunk(order, coords.shape[-1], hessian_diag, networks)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, coords.shape[-2], chunk):
+            parts.append(model.jet(coords[..., start:start + chunk, :], order=order,
+                                   hessian_diag=hessian_diag))
+    fields = {}
+    for name, points_dim in (("value", -2), ("grad", -3), ("lap", -2), ("hess_diag", -3)):
+        pieces = [getattr(p, name) for p in parts]
+        fields[name] = None if pieces[0] is None else torch.cat(pieces, points_dim)
+    return Jet(**fields)
+
+
+# -- metrics --------------------------------------------------------------------------------------
+def psnr(mse: float | torch.Tensor, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB, 10 log10(peak² / mse), for a mean squared error on a
+    [0, peak] range."""
+    mse = float(mse)
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def psnr_tensor(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """``psnr`` on a detached tensor, elementwise, without a device synchronisation (for the
+    values a step logs); the MSE is floored at 1e-20."""
+    return 10.0 * torch.log10(peak**2 / mse.detach().clamp_min(1e-20))
+
+
+def relative_l2(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """||actual − expected|| / ||expected|| (complex or real tensors)."""
+    return torch.linalg.vector_norm(actual - expected) / torch.linalg.vector_norm(expected)
+
+
+# -- pictures -------------------------------------------------------------------------------------
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 100, **kwargs) -> Path:
+    """Write ``fig`` to ``path`` (its folder created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, **kwargs)
+    pyplot().close(fig)
+    return path
+
+
+def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Images [H, W] or [H, W, C] in [0, 1], of one height, in a row with white gaps (RGB if
+    any of them is)."""
+    rgb = any(im.ndim == 3 and im.shape[2] == 3 for im in images)
+    rows = []
+    for im in images:
+        im = im if im.ndim == 3 else im[:, :, None]
+        rows.append(np.repeat(im, 3, axis=2) if rgb and im.shape[2] == 1 else im)
+        rows.append(np.ones((im.shape[0], gap, rows[-1].shape[2]), dtype=np.float32))
+    return np.concatenate(rows[:-1], axis=1)
+
+
+SIGNED_FIELDS = ("real", "imaginary", "analytic real", "u")
+
+
+def field_style(name: str, image: np.ndarray) -> dict:
+    """imshow colours for a field: diverging around zero for signed fields (``SIGNED_FIELDS``),
+    sequential from zero for magnitudes; both scaled to the 99th percentile."""
+    finite = image[np.isfinite(image)]
+    if name in SIGNED_FIELDS:
+        scale = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+        return {"cmap": "RdBu_r", "vmin": -scale, "vmax": scale}
+    return {"cmap": "magma" if name != "velocity" else "viridis", "vmin": 0,
+            "vmax": float(np.percentile(finite, 99)) if finite.size else 1.0}
+
+
+def plot_field(path: Path, image: np.ndarray, name: str) -> Path:
+    """One field on [-1, 1]² (y up) as a colour image without axes."""
+    plt = pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, image, origin="lower", **field_style(name, image))
+    return path
