@@ -51,7 +51,7 @@ def _load_field(args):
     if args.sphere:
         return (lambda x: x.norm(dim=-1) - 0.6), 0.0, "below", "sphere SDF, r = 0.6"
     if args.run:
-        from fastsiren.tasks.sdf import load_shape_field
+        from fastsiren.tasks.shapes import load_shape_field
 
         field, level, inside, _ = load_shape_field(args.run)
         return field, level, inside, str(args.run)

@@ -15,8 +15,9 @@ from fastsiren.reference import gradient  # noqa: E402
 
 import fastsiren as fs  # noqa: E402
 from fastsiren.cli import main  # noqa: E402
+from fastsiren.mesh_metrics import mesh_metrics  # noqa: E402
 from fastsiren.tasks.base import FitContext  # noqa: E402
-from fastsiren.tasks.sdf import SdfSettings, SdfTask, mesh_metrics  # noqa: E402
+from fastsiren.tasks.sdf import SdfSettings, SdfTask  # noqa: E402
 
 CPU = FitContext(torch.device("cpu"))
 CENTRE, RADIUS = np.array([5.0, -1.0, 2.0]), 2.0

@@ -21,7 +21,7 @@ def _mesh(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..mesh import check_mesh_path, extract_mesh, save_mesh
-    from ..tasks.sdf import MESH_HALF_EXTENT, load_shape_field
+    from ..tasks.shapes import MESH_HALF_EXTENT, load_shape_field
 
     check_mesh_path(args.out)
 

@@ -14,7 +14,7 @@ of ``sigmoid(f)``, meshed densely (an occupancy field has no Lipschitz bound for
 Metrics: ``iou`` (intersection over union of inside, predicted ``sigmoid(f) > 0.5`` against the
 mesh's own containment) and ``accuracy`` on ``held_out`` uniform points that were never trained
 on; Chamfer distance, normal consistency and watertightness of the extracted mesh against
-points sampled on the input mesh (``fastsiren.tasks.sdf.mesh_metrics``).
+points sampled on the input mesh (``fastsiren.mesh_metrics``).
 
 Outputs: ``mesh.ply`` (input units), ``preview.png``, ``normalization.json``.
 """
@@ -29,8 +29,9 @@ from torch import nn
 
 from ..io.mesh import read_mesh
 from ..io.pointcloud import Normalization
+from ..mesh_metrics import mesh_metrics, mesh_stats
 from .base import FitContext, FitSettings, Task, setting
-from .sdf import ShapeOutputs, mesh_metrics, mesh_stats
+from .shapes import ShapeOutputs
 
 __all__ = ["OccupancySettings", "OccupancyTask", "sample_mesh"]
 

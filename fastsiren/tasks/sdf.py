@@ -21,63 +21,43 @@ Paper and code differ; this follows the code (``loss_functions.sdf`` as run by
 ``train_sdf.py``). The paper (eq. 6) writes the normal term as 1 - <grad f, n> (the code: the
 cosine, blind to |grad f|) and integrates each term over its own domain (the code's means over
 all samples halve the on- and off-surface terms). The weights are the code's active ones; its
-comments record two other sets, "Exp" (surface 1e4, off-surface 1e2, normal 1e2, eikonal 1e1)
-and "Lapl" (3e3, 1e3, -, 5e1), so they were tuned per experiment; the paper's own weight table
-(supplement) was not checked against them here. Gradients are clipped to norm 1 as the official
-run (``clip_grad=True``).
+comments list two other sets, "Exp" (surface 1e4, off-surface 1e2, normal 1e2, eikonal 1e1) and
+"Lapl" (3e3, 1e3, -, 5e1): the weights are tuned per experiment. Gradients are clipped to norm 1
+as the official run (``clip_grad=True``).
 
 Metrics (the mesh extracted at the 0 level, ``fastsiren.mesh``), in the input's units:
-``chamfer`` = mean distance from each input point to the mesh + mean distance from the mesh to
-the input points (the mesh represented by ``metric_samples`` points drawn on its area),
-``chamfer_relative`` = chamfer / input bounding-box diagonal, ``normal_consistency`` = mean
-cosine between an input normal and the normal of the nearest mesh sample, both ways averaged
-(1: same orientation everywhere, -1: flipped), ``watertight``.
+``chamfer``, ``chamfer_relative``, ``normal_consistency`` and ``watertight`` against the input
+points (``fastsiren.mesh_metrics``, with ``metric_samples`` points drawn on the mesh).
 
-Outputs: ``mesh.ply`` (input units), ``preview.png`` (shaded, fixed view, no display needed),
+Outputs (``tasks.shapes``): ``mesh.ply`` (input units), ``preview.png`` (shaded, fixed view),
 ``normalization.json`` (the map between input and network coordinates, read by
 ``fastsiren mesh``).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..io.pointcloud import Normalization, OrientedPoints, read_oriented_points
+from ..mesh_metrics import mesh_metrics, mesh_stats
 from .base import FitContext, FitSettings, Task, setting
+from .common import data_file
+from .shapes import ShapeOutputs
 
-__all__ = [
-    "SDF_LOSS_WEIGHTS",
-    "SdfSettings",
-    "SdfTask",
-    "ShapeOutputs",
-    "load_shape_field",
-    "mesh_metrics",
-    "render_preview",
-    "sample_point_cloud_path",
-    "sdf_loss",
-]
+__all__ = ["SDF_LOSS_WEIGHTS", "SdfSettings", "SdfTask", "sample_point_cloud_path", "sdf_loss"]
 
 # The official loss_functions.sdf weights and the off-surface falloff exp(-alpha |f|).
 SDF_LOSS_WEIGHTS = {"sdf": 3e3, "inter": 1e2, "normal": 1e2, "grad": 5e1}
 OFF_SURFACE_ALPHA = 1e2
-NORMALIZATION_NAME = "normalization.json"
-# Half the side of the meshing cube in network units: the official normalisation puts the
-# shape's extreme points exactly on +-1, and a grid ending there would cut the surface open.
-MESH_HALF_EXTENT = 1.02
 
 
 def sample_point_cloud_path() -> Path:
     """The built-in sample (kitten.xyz, CC0; see fastsiren/data/README.md)."""
-    return Path(str(resources.files("fastsiren") / "data" / "kitten.xyz"))
+    return data_file("kitten.xyz")
 
 
 def sdf_loss(
@@ -134,48 +114,6 @@ class SdfSettings(FitSettings):
         100_000, "points drawn on the mesh for Chamfer and normal consistency", positive=True)
 
 
-class ShapeOutputs:
-    """Meshing and outputs shared by the shape tasks (sdf, occupancy): the level set of
-    ``field(model)`` at ``level`` on a ``settings.resolution`` grid over [-1.02, 1.02]^3, in
-    input units."""
-
-    level: float
-    inside: str
-    normalization: Normalization
-    _mesh = None
-
-    def field(self, model: nn.Module) -> nn.Module:
-        """The fitted field in network coordinates, as ``fastsiren.mesh`` takes it."""
-        return model
-
-    def mesh_options(self) -> dict:
-        return {}
-
-    def final_mesh(self, model: nn.Module):
-        """The mesh of the fitted field in input units (computed once per evaluation)."""
-        if self._mesh is None:
-            from ..mesh import extract_mesh
-
-            mesh = extract_mesh(self.field(model), self.settings.resolution, level=self.level,
-                                bounds=(-MESH_HALF_EXTENT, MESH_HALF_EXTENT),
-                                inside=self.inside, **self.mesh_options())
-            n = self.normalization
-            self._mesh = mesh.transformed(n.scale, np.asarray(n.offset))
-        return self._mesh
-
-    def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
-        from ..mesh import save_mesh
-
-        mesh = self.final_mesh(model)
-        paths = [save_mesh(mesh, out_dir / "mesh.ply")]
-        paths.append(render_preview(mesh, out_dir / "preview.png"))
-        paths.append(out_dir / NORMALIZATION_NAME)
-        paths[-1].write_text(json.dumps(
-            {"task": self.name, "level": self.level, "inside": self.inside,
-             **self.normalization.to_dict()}, indent=2) + "\n")
-        return paths
-
-
 class SdfTask(ShapeOutputs, Task):
     name = "sdf"
     settings_class = SdfSettings
@@ -225,104 +163,3 @@ class SdfTask(ShapeOutputs, Task):
             "bbox_min": lo.tolist(), "bbox_max": hi.tolist(),
             "normalization": self.normalization.to_dict(),
         }
-
-
-def mesh_stats(mesh) -> dict:
-    """Size and cost of the extracted mesh, for metrics.json."""
-    stats = mesh.stats
-    return {
-        "mesh_vertices": int(len(mesh.vertices)), "mesh_faces": int(len(mesh.faces)),
-        "mesh_mode": stats["mode"], "mesh_resolution": stats["resolution"],
-        "mesh_evaluations": stats["evaluations"],
-        "mesh_evaluations_saved": 1 - stats["evaluations"] / stats["dense_evaluations"],
-        "mesh_seconds": stats["seconds"],
-    }
-
-
-def mesh_metrics(mesh, points: np.ndarray, normals: np.ndarray, samples: int = 100_000,
-                 seed: int = 0) -> dict:
-    """Chamfer distance (absolute and relative to the bbox diagonal of ``points``), normal
-    consistency and watertightness of ``mesh`` against oriented ``points`` (module docstring).
-    An empty mesh gets ``None`` distances and ``watertight = False``."""
-    import trimesh
-    from scipy.spatial import cKDTree
-
-    diagonal = float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
-    if len(mesh.faces) == 0:
-        return {"chamfer": None, "chamfer_relative": None, "normal_consistency": None,
-                "watertight": False}
-    tm = mesh.to_trimesh()
-    surface, face = trimesh.sample.sample_surface(tm, samples, seed=seed)
-    surface_normals = tm.face_normals[face]
-    to_mesh, nearest_on_mesh = cKDTree(surface).query(points)
-    to_points, nearest_point = cKDTree(points).query(surface)
-    chamfer = float(to_mesh.mean() + to_points.mean())
-    consistency = 0.5 * (
-        (normals * surface_normals[nearest_on_mesh]).sum(-1).mean()
-        + (surface_normals * normals[nearest_point]).sum(-1).mean()
-    )
-    return {
-        "chamfer": chamfer, "chamfer_relative": chamfer / diagonal,
-        "normal_consistency": float(consistency), "watertight": bool(tm.is_watertight),
-    }
-
-
-def render_preview(mesh, path: Path, size: int = 512, azimuth: float = 35.0,
-                   elevation: float = 25.0) -> Path:
-    """A shaded picture of ``mesh`` from a fixed view: orthographic, one directional light,
-    triangles drawn back to front (matplotlib's Agg backend; no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import PolyCollection
-
-    fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
-    if len(mesh.faces):
-        a, e = math.radians(azimuth), math.radians(elevation)
-        # View rotation: about z by the azimuth, then tilt by the elevation; camera looks at -y.
-        rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
-        rx = np.array([[1, 0, 0], [0, math.cos(e), -math.sin(e)], [0, math.sin(e), math.cos(e)]])
-        v = mesh.vertices @ (rx @ rz).T
-        tri = v[mesh.faces]
-        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(1e-30)
-        light = np.array([0.4, -1.0, 0.6]) / np.linalg.norm([0.4, -1.0, 0.6])
-        shade = 0.25 + 0.75 * np.clip(normal @ light, 0, 1)
-        facing = normal[:, 1] < 0  # towards the camera at -y
-        order = np.argsort(-tri[facing, :, 1].mean(axis=1))  # far (large y) first
-        polys = tri[facing][order][:, :, [0, 2]]
-        colors = np.outer(shade[facing][order], [0.85, 0.8, 0.7])
-        # Edges in the face colour, no antialiasing: seams between triangles stay closed.
-        ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors=colors,
-                                         linewidths=0.3, antialiased=False))
-        lo, hi = polys.reshape(-1, 2).min(axis=0), polys.reshape(-1, 2).max(axis=0)
-        centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.05
-        ax.set_xlim(centre[0] - half, centre[0] + half)
-        ax.set_ylim(centre[1] - half, centre[1] + half)
-        ax.set_aspect("equal")
-    fig.savefig(path, facecolor="white")
-    plt.close(fig)
-    return Path(path)
-
-
-def load_shape_field(run: str | Path, device: str | torch.device = "cpu"):
-    """The fitted field of an sdf or occupancy run for meshing: ``(field, level, inside,
-    normalization)``, where ``normalization`` (None if the run folder has no
-    ``normalization.json``) maps the mesh back to input units."""
-    from ..fit.checkpoint import checkpoint_path, load_checkpoint, load_model
-
-    state = load_checkpoint(run, device)
-    task = state.get("task")
-    if task not in ("sdf", "occupancy"):
-        raise InputError(f"{run}: a checkpoint of the {task!r} task is not a shape; meshing "
-                         "takes an sdf or occupancy run")
-    model = load_model(run, map_location=device)
-    file = checkpoint_path(run).parent / NORMALIZATION_NAME
-    normalization = Normalization.from_dict(json.loads(file.read_text())) if file.is_file() \
-        else None
-    if task == "occupancy":
-        return nn.Sequential(model, nn.Sigmoid()), 0.5, "above", normalization
-    return model, 0.0, "below", normalization
