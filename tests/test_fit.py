@@ -159,3 +159,28 @@ def test_compiled_chunks_fit_matches_the_eager_fit(tmp_path):
     # The same steps in float32 with the elementwise work fused and reordered: rounding apart.
     for (name, a), b in zip(compiled.model.state_dict().items(), eager.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+class GlobalBatchToneTask(ToneTask):
+    """Batches of 8 independent items along dim 0 that the loop may split over processes."""
+
+    batch_items = 8
+
+
+def test_a_global_batch_is_split_by_the_loop_not_the_task():
+    from fastsiren.fit import distributed
+    from fastsiren.tasks import FitContext
+
+    settings = ToneSettings(device="cpu").resolved(torch.device("cpu"))
+    task = GlobalBatchToneTask(settings, FitContext(torch.device("cpu")))
+    batch = {"coords": torch.arange(8.0)[:, None], "target": torch.arange(8.0)[:, None]}
+    for rank in range(2):
+        place = FitContext(torch.device("cpu"), rank=rank, world_size=2)
+        share = distributed.share_of_batch(batch, task, place)
+        assert share["coords"][:, 0].tolist() == [rank, rank + 2, rank + 4, rank + 6]
+    alone = distributed.share_of_batch(batch, task, FitContext(torch.device("cpu")))
+    assert alone is batch
+    distributed.check_batch_items(task, FitContext(torch.device("cpu"), rank=0, world_size=4))
+    with pytest.raises(InputError, match="multiple of the 3 processes"):
+        distributed.check_batch_items(task, FitContext(torch.device("cpu"), rank=0,
+                                                       world_size=3))

@@ -71,8 +71,9 @@ def test_resume_reaches_the_uninterrupted_weights(folder, tmp_path):
 
 
 def test_torchrun_two_processes_follow_one(folder, tmp_path):
-    """DDP over two gloo processes, global batch 4 (2 per process), against one process with the
-    same seed: the same loss curve up to float32 rounding of the reductions."""
+    """Two gloo processes (the loop splits the global batch of 4 and averages the gradients and
+    the logged values) against one process with the same seed: the same loss curve up to
+    float32 rounding of the reductions."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["fit", "hypernet", str(folder), "--steps", "3", *TINY_CLI]
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",

@@ -1,7 +1,11 @@
 """The one fit loop: every task's training runs here.
 
     settings -> seed -> task (data) -> model -> Adam -> [sample -> jet -> loss -> backward ->
-    (all-reduce) -> clip -> step] x steps -> evaluate -> outputs, metrics.json, curve.png
+    (average over processes) -> clip -> step] x steps -> evaluate -> outputs, metrics.json,
+    curve.png
+
+Processes (``torchrun``) are handled in ``fastsiren.fit.distributed``, the run folder's reports
+in ``fastsiren.fit.report``.
 
 The run folder (``out``) holds everything needed to understand and redo a run, under stable names:
 
@@ -20,12 +24,9 @@ and raises ``FitInterrupted`` (a ``KeyboardInterrupt``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import os
-import platform
 import signal
 import threading
 import time
@@ -39,7 +40,9 @@ from torch import nn
 from ..errors import InputError
 from ..tasks import FitContext, FitSettings, Task, get_task
 from ..tasks.base import settings_from_kwargs
+from . import distributed
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .report import Log, backend_name, device_name, plot_curve, versions, write_json
 
 __all__ = ["FitInterrupted", "FitResult", "fit"]
 
@@ -105,18 +108,21 @@ def fit(
                 f"--resume {out_dir}, choose another --out, or pass --overwrite to replace it")
         settings_obj = settings_from_kwargs(task_cls.settings_class, settings)
     settings_obj.validate()
-    context = _make_context(settings_obj.device)
+    context = distributed.make_context(settings_obj.device)
     try:
-        return _run(task_cls, settings_obj.resolved(context.device), context, out_dir,
-                    checkpoint, progress)
+        run = _Run.start(task_cls, settings_obj.resolved(context.device), context, out_dir)
+        if checkpoint is not None:
+            run.restore(checkpoint)
+        run.train(progress)
+        return run.finish()
     finally:
-        if context.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        distributed.stop(context)
 
 
-# -- setting up ----------------------------------------------------------------------------------
+# -- resuming -------------------------------------------------------------------------------------
 def _resume_settings(task_cls, out_dir: Path, overrides: dict) -> tuple[dict, FitSettings]:
-    rank, world_size = _env_rank()
+    """The checkpoint to resume from and its settings with the allowed ``overrides``."""
+    rank, world_size, _ = distributed.process_place()
     own = _rank_checkpoint(out_dir, rank)
     # Sharded processes each wrote their own; replicated ones share rank 0's.
     checkpoint = load_checkpoint(own if own.is_file() else out_dir)
@@ -144,28 +150,16 @@ def _resume_settings(task_cls, out_dir: Path, overrides: dict) -> tuple[dict, Fi
     return checkpoint, dataclasses.replace(saved, **changes)
 
 
-def _env_rank() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _make_context(device_name: str) -> FitContext:
-    rank, world_size = _env_rank()
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (torch "
-                         f"{torch.__version__}, cuda build: {torch.version.cuda})")
-    device = torch.device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return FitContext(device, rank, world_size)
-
-
 def _rank_checkpoint(out_dir: Path, rank: int) -> Path:
     return out_dir / (CHECKPOINT_NAME if rank == 0 else f"checkpoint-rank{rank}.pt")
+
+
+def _rank_name(name: str, rank: int) -> str:
+    """A per-process file name: ``log.jsonl`` for rank 0, ``log-rank1.jsonl`` ... for others."""
+    if rank == 0:
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}-rank{rank}{dot}{suffix}"
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
@@ -178,184 +172,201 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise InputError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
 
 
-# -- the loop -----------------------------------------------------------------------------------
-def _run(task_cls, settings: FitSettings, context: FitContext, out_dir: Path,
-         checkpoint: dict | None, progress: bool) -> FitResult:
-    from tqdm.auto import tqdm
+# -- the loop -------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """One fit in progress: what it trains and how far it got."""
 
-    wall_start = time.perf_counter()
-    settings.validate()
-    primary = context.rank == 0
-    torch.manual_seed(settings.seed)
-    task = task_cls.create(settings, context)  # reads the data: bad input fails before any write
-    _prepare_out_dir(out_dir)
-    model = task.build_model().to(context.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    generator = torch.Generator(device=context.device).manual_seed(settings.seed + context.rank)
-    replicated = context.world_size > 1 and not task.shards_items
-    step, train_seconds, points = 0, 0.0, 0
-    if checkpoint is not None:
-        if checkpoint["model_kwargs"] != task.model_kwargs():
+    task: Task
+    settings: FitSettings
+    context: FitContext
+    out_dir: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    wall_start: float
+    step: int = 0
+    train_seconds: float = 0.0
+    points: int = 0
+    log: Log | None = None
+
+    @property
+    def primary(self) -> bool:
+        return self.context.rank == 0
+
+    @property
+    def writes_files(self) -> bool:
+        """Replicated processes hold one model: rank 0 writes; sharded ones each their own."""
+        return self.primary or self.task.shards_items
+
+    @classmethod
+    def start(cls, task_cls: type[Task], settings: FitSettings, context: FitContext,
+              out_dir: Path) -> _Run:
+        """Seed, read the data (bad input fails before any write), build the model and Adam."""
+        wall_start = time.perf_counter()
+        settings.validate()
+        torch.manual_seed(settings.seed)
+        task = task_cls.create(settings, context)
+        distributed.check_batch_items(task, context)
+        _prepare_out_dir(out_dir)
+        model = task.build_model().to(context.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        generator = torch.Generator(device=context.device).manual_seed(settings.seed
+                                                                       + context.rank)
+        return cls(task, settings, context, out_dir, model, optimizer, generator, wall_start)
+
+    def restore(self, checkpoint: dict) -> None:
+        """Continue from ``checkpoint``: weights, Adam's moments, step, RNG states."""
+        if checkpoint["model_kwargs"] != self.task.model_kwargs():
             raise InputError(
-                f"--resume {out_dir}: the data no longer matches the checkpoint (model "
-                f"{checkpoint['model_kwargs']} saved, {task.model_kwargs()} now); did the "
+                f"--resume {self.out_dir}: the data no longer matches the checkpoint (model "
+                f"{checkpoint['model_kwargs']} saved, {self.task.model_kwargs()} now); did the "
                 "input change?")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["rng"]["generator"])
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.generator.set_state(checkpoint["rng"]["generator"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
-        if context.device.type == "cuda" and "cuda" in checkpoint["rng"]:
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], context.device)
-        step, train_seconds = checkpoint["step"], checkpoint["train_seconds"]
-        points = checkpoint["points"]
-    if primary:
-        _write_json(out_dir / "settings.json", {"task": task.name, **settings.to_dict()})
-    log = _Log(out_dir / _rank_name("log.jsonl", context), keep_below=step)
+        if self.context.device.type == "cuda" and "cuda" in checkpoint["rng"]:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.context.device)
+        self.step, self.train_seconds = checkpoint["step"], checkpoint["train_seconds"]
+        self.points = checkpoint["points"]
 
-    def save() -> None:
-        rng = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-        if context.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(context.device)
-        if primary or task.shards_items:
-            save_checkpoint(_rank_checkpoint(out_dir, context.rank), {
-                "format": CHECKPOINT_FORMAT, "task": task.name, "step": step,
-                "settings": settings.to_dict(), "model_class": task.model_class,
-                "model_kwargs": task.model_kwargs(), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng": rng,
-                "train_seconds": train_seconds, "points": points,
-                "sharded": task.shards_items, "rank": context.rank,
-                "world_size": context.world_size,
-            })
+    def save(self) -> None:
+        """The checkpoint of this process (see ``writes_files``)."""
+        if not self.writes_files:
+            return
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.context.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.context.device)
+        task, context = self.task, self.context
+        save_checkpoint(_rank_checkpoint(self.out_dir, context.rank), {
+            "format": CHECKPOINT_FORMAT, "task": task.name, "step": self.step,
+            "settings": self.settings.to_dict(), "model_class": task.model_class,
+            "model_kwargs": task.model_kwargs(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rng": rng,
+            "train_seconds": self.train_seconds, "points": self.points,
+            "sharded": task.shards_items, "rank": context.rank,
+            "world_size": context.world_size,
+        })
 
-    bar = tqdm(total=settings.steps, initial=step, desc=f"fit {task.name}",
-               disable=not (progress and primary), dynamic_ncols=True)
-    first_loss = log.first.get("loss") if log.first else None
-    with bar, _StopOnSigint() as stop:
-        while step < settings.steps:
-            tick = time.perf_counter()
-            batch = task.sample(step, generator)
-            loss, logged = task.loss(task.jet(model, batch), batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if replicated:
-                _average_gradients(model, context.world_size)
-            if settings.clip_grad is not None:
-                if hasattr(model, "clip_grad_norm_"):
-                    model.clip_grad_norm_(settings.clip_grad)
-                else:
-                    nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
-            optimizer.step()
-            if step % settings.log_every == 0 or step == settings.steps - 1:
-                values = {"loss": loss.item(), **{k: float(v) for k, v in logged.items()}}
-                if not math.isfinite(values["loss"]):
-                    raise FloatingPointError(
-                        f"loss became {values['loss']} at step {step}; lower --lr or set "
-                        "--clip-grad")
-                first_loss = values["loss"] if first_loss is None else first_loss
-                log.write({"step": step, **values, "seconds": train_seconds})
-                shown = {"loss": f"{values['loss']:.3g}"}
-                if task.progress_metric in values:
-                    shown[task.progress_metric] = f"{values[task.progress_metric]:.4g}"
-                bar.set_postfix(shown, refresh=False)
-            # (loss.item() at each logged step, the last included, waits for the GPU: the
-            # per-step ticks add up to the real time without a synchronisation every step.)
-            train_seconds += time.perf_counter() - tick
-            points += batch["coords"].shape[:-1].numel()
-            step += 1
-            bar.update(1)
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
-                save()
-            if stop.requested:
-                save()
-                raise FitInterrupted(
-                    f"interrupted at step {step}/{settings.steps}; checkpoint written to "
-                    f"{_rank_checkpoint(out_dir, context.rank)}; continue with --resume "
-                    f"{out_dir}")
-    model.eval()
-    with torch.no_grad():
-        metrics = task.evaluate(model)
-        # Replicated processes hold the same model: one of them writes the files.
-        outputs = task.write_outputs(model, out_dir) if primary or task.shards_items else []
-    shards = _gather(
-        {"metrics": metrics, "train_seconds": train_seconds, "points": points,
-         "signals": task.n_signals, "outputs": [str(Path(p).relative_to(out_dir))
-                                                for p in outputs]},
-        context)
-    # Processes run side by side: the fit took as long as the slowest one.
-    train_seconds = max(s["train_seconds"] for s in shards)
-    summary = {
-        "task": task.name,
-        "metrics": task.summarize([s["metrics"] for s in shards], out_dir) if primary else
-        metrics,
-        "steps": step,
-        "first_logged_loss": first_loss,
-        "final_logged_loss": log.last.get("loss") if log.last else None,
-        "train_seconds": train_seconds,
-        "wall_seconds": time.perf_counter() - wall_start,
-        "points_per_second": sum(s["points"] for s in shards) / train_seconds
-        if train_seconds > 0 else None,
-        "signals_per_second": sum(s["signals"] for s in shards) / train_seconds
-        if train_seconds > 0 else None,
-        "backend": _backend_name(model, context.device),
-        "device": _device_name(context.device),
-        "world_size": context.world_size,
-        "data": task.describe(),
-        "settings": settings.to_dict(),
-        "outputs": sorted(p for s in shards for p in s["outputs"]),
-        "versions": _versions(),
-    }
-    if primary:
-        _write_json(out_dir / "metrics.json", summary)
-        _plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.progress_metric)
-    return FitResult(out_dir, summary, model, task)
+    def train(self, progress: bool) -> None:
+        """Steps until ``settings.steps``: checkpoints on schedule, the log at logged steps,
+        Ctrl-C at a step boundary."""
+        from tqdm.auto import tqdm
 
+        settings = self.settings
+        if self.primary:
+            write_json(self.out_dir / "settings.json",
+                       {"task": self.task.name, **settings.to_dict()})
+        self.log = Log(self.out_dir / _rank_name("log.jsonl", self.context.rank),
+                       keep_below=self.step)
+        bar = tqdm(total=settings.steps, initial=self.step, desc=f"fit {self.task.name}",
+                   disable=not (progress and self.primary), dynamic_ncols=True)
+        with bar, _StopOnSigint() as stop:
+            while self.step < settings.steps:
+                tick = time.perf_counter()
+                batch, loss, logged = self.take_step()
+                if self.step % settings.log_every == 0 or self.step == settings.steps - 1:
+                    self.write_log(loss, logged, bar)
+                # (loss.item() at each logged step, the last included, waits for the GPU: the
+                # per-step ticks add up to the real time without a synchronisation every step.)
+                self.train_seconds += time.perf_counter() - tick
+                self.points += batch["coords"].shape[:-1].numel()
+                self.step += 1
+                bar.update(1)
+                if self.step % settings.checkpoint_every == 0 or self.step == settings.steps:
+                    self.save()
+                if stop.requested:
+                    self.save()
+                    raise FitInterrupted(
+                        f"interrupted at step {self.step}/{settings.steps}; checkpoint written "
+                        f"to {_rank_checkpoint(self.out_dir, self.context.rank)}; continue "
+                        f"with --resume {self.out_dir}")
 
-def _rank_name(name: str, context: FitContext) -> str:
-    if context.rank == 0:
-        return name
-    stem, dot, suffix = name.partition(".")
-    return f"{stem}-rank{context.rank}{dot}{suffix}"
+    def take_step(self) -> tuple[dict, torch.Tensor, dict]:
+        """sample -> jet -> loss -> backward -> (average over processes) -> clip -> Adam."""
+        task, model = self.task, self.model
+        batch = distributed.share_of_batch(task.sample(self.step, self.generator), task,
+                                           self.context)
+        loss, logged = task.loss(task.jet(model, batch), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if distributed.replicated(task, self.context):
+            distributed.average_gradients(model, self.context.world_size)
+        if self.settings.clip_grad is not None:
+            if hasattr(model, "clip_grad_norm_"):
+                model.clip_grad_norm_(self.settings.clip_grad)
+            else:
+                nn.utils.clip_grad_norm_(model.parameters(), self.settings.clip_grad)
+        self.optimizer.step()
+        return batch, loss, logged
 
+    def write_log(self, loss: torch.Tensor, logged: dict, bar) -> None:
+        """One log line (the mean over processes that share a model) and the progress bar."""
+        values = {"loss": loss.detach(), **logged}
+        if distributed.replicated(self.task, self.context):
+            values = distributed.mean_over_processes(values, self.context.world_size)
+        values = {k: float(v) for k, v in values.items()}
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(
+                f"loss became {values['loss']} at step {self.step}; lower --lr or set "
+                "--clip-grad")
+        self.log.write({"step": self.step, **values, "seconds": self.train_seconds})
+        shown = {"loss": f"{values['loss']:.3g}"}
+        metric = self.task.progress_metric
+        if metric in values:
+            shown[metric] = f"{values[metric]:.4g}"
+        bar.set_postfix(shown, refresh=False)
 
-def _average_gradients(model: nn.Module, world_size: int) -> None:
-    """Replicated training under torchrun: every process sampled its own points; the mean of
-    their gradients is the gradient of the mean loss."""
-    for p in model.parameters():
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad.div_(world_size)
+    def finish(self) -> FitResult:
+        """Evaluate, write the task's outputs, gather every process's results into
+        metrics.json and curve.png (rank 0)."""
+        task, model, out_dir = self.task, self.model, self.out_dir
+        model.eval()
+        with torch.no_grad():
+            metrics = task.evaluate(model)
+            outputs = task.write_outputs(model, out_dir) if self.writes_files else []
+        shards = distributed.gather(
+            {"metrics": metrics, "train_seconds": self.train_seconds, "points": self.points,
+             "signals": task.n_signals,
+             "outputs": [str(Path(p).relative_to(out_dir)) for p in outputs]},
+            self.context)
+        summary = self.summary(metrics, shards)
+        if self.primary:
+            write_json(out_dir / "metrics.json", summary)
+            plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.progress_metric)
+        return FitResult(out_dir, summary, model, task)
 
+    def summary(self, metrics: dict, shards: list[dict]) -> dict:
+        """metrics.json: the task's metrics (merged over shards on rank 0) and the run's
+        facts."""
+        # Processes run side by side: the fit took as long as the slowest one.
+        train_seconds = max(s["train_seconds"] for s in shards)
 
-def _gather(value: dict, context: FitContext) -> list[dict]:
-    """Every process's ``value`` (under torchrun), in rank order."""
-    if context.world_size == 1:
-        return [value]
-    gathered: list = [None] * context.world_size
-    torch.distributed.all_gather_object(gathered, value)
-    return gathered
+        def per_second(key: str) -> float | None:
+            total = sum(s[key] for s in shards)
+            return total / train_seconds if train_seconds > 0 else None
 
-
-class _Log:
-    """The JSON-lines curve; on resume, lines from steps at or after the checkpoint are
-    dropped (they are redone)."""
-
-    def __init__(self, path: Path, keep_below: int):
-        self.path, self.first, self.last = path, None, None
-        kept = []
-        if keep_below > 0 and path.is_file():
-            for line in path.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    entry = json.loads(line)
-                    if entry.get("step", math.inf) < keep_below:
-                        kept.append(line)
-                        self.first = self.first or entry
-                        self.last = entry
-        path.write_text("".join(line + "\n" for line in kept))
-
-    def write(self, entry: dict) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        self.last = entry
+        first, last = self.log.first, self.log.last
+        return {
+            "task": self.task.name,
+            "metrics": self.task.summarize([s["metrics"] for s in shards], self.out_dir)
+            if self.primary else metrics,
+            "steps": self.step,
+            "first_logged_loss": first.get("loss") if first else None,
+            "final_logged_loss": last.get("loss") if last else None,
+            "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - self.wall_start,
+            "points_per_second": per_second("points"),
+            "signals_per_second": per_second("signals"),
+            "backend": backend_name(self.model, self.context.device),
+            "device": device_name(self.context.device),
+            "world_size": self.context.world_size,
+            "data": self.task.describe(),
+            "settings": self.settings.to_dict(),
+            "outputs": sorted(p for s in shards for p in s["outputs"]),
+            "versions": versions(),
+        }
 
 
 class _StopOnSigint:
@@ -378,59 +389,3 @@ class _StopOnSigint:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
         return False
-
-
-# -- reporting ----------------------------------------------------------------------------------
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _backend_name(model: nn.Module, device: torch.device) -> str:
-    from ..dispatch import resolve
-
-    return resolve(getattr(model, "backend", "auto"), device)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _versions() -> dict[str, str]:
-    from .. import __version__
-
-    versions = {"fastsiren": __version__, "torch": torch.__version__,
-                "python": platform.python_version()}
-    with contextlib.suppress(Exception):
-        import triton
-
-        versions["triton"] = triton.__version__
-    return versions
-
-
-def _plot_curve(log_path: Path, png_path: Path, metric: str | None) -> None:
-    """Loss (log scale) and the progress metric against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line]
-    if not entries:
-        return
-    steps = [e["step"] for e in entries]
-    panels = [("loss", True)] + ([(metric, False)] if metric and metric in entries[0] else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
-    for ax, (name, log_scale) in zip(axes[0], panels):
-        ax.plot(steps, [e[name] for e in entries])
-        ax.set_xlabel("step")
-        ax.set_ylabel(name)
-        if log_scale and all(e[name] > 0 for e in entries):
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)

@@ -22,9 +22,10 @@ count) and with the top half of the image, as the paper's table (CelebA 32x32, c
 0.033 / 0.009 / 0.008), and the trivial baseline: the mean training image. Outputs:
 ``completions.png`` (test images; for each context: the context, the completion; then the truth).
 
-Under ``torchrun`` the model is wrapped in DistributedDataParallel and every process takes its
-share of each global batch through a DistributedSampler; context pixels are drawn per global
-batch slot from (seed, step), so K processes follow the one-process run with the same global batch.
+Each step's batch is a global batch: ``batch_size`` images in the order of a seeded permutation
+of the training set per epoch, context pixels drawn per batch slot from (seed, step). Under
+``torchrun`` the fit loop gives each process its share of the slots (``Task.batch_items``) and
+averages the gradients, so K processes follow the one-process run with the same global batch.
 """
 
 from __future__ import annotations
@@ -49,10 +50,9 @@ from ..hypernet.data import (
 )
 from ..io.image import write_image
 from .base import FitContext, FitSettings, Task, setting
-from .image import pixel_grid
+from .common import parse_hxw, pixel_grid
 
-__all__ = ["EVAL_CONTEXTS", "HypernetSettings", "HypernetTask", "parse_resolution",
-           "unwrap"]
+__all__ = ["EVAL_CONTEXTS", "HypernetSettings", "HypernetTask", "parse_resolution"]
 
 # The paper's evaluation: context sizes and "half" (the top half of the rows).
 EVAL_CONTEXTS = (10, 100, 1000, "half")
@@ -61,17 +61,8 @@ GRID_ZOOM = 4  # nearest-neighbour upscaling of the 32x32 images in the grid
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
-    """'S' or 'HxW' -> (H, W)."""
-    parts = str(text).lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    size = size * 2 if len(size) == 1 else size
-    if len(size) != 2 or min(size) < 2:
-        raise InputError(f"--resolution: expected S or HxW with sides >= 2 (e.g. 32), "
-                         f"got {text!r}")
-    return size
+    """--resolution 'S' or 'HxW' -> (H, W)."""
+    return parse_hxw(text, "--resolution", "32")
 
 
 @dataclass
@@ -134,22 +125,6 @@ class HypernetSettings(FitSettings):
                              "pixels")
 
 
-class _DistributedHypernet(nn.parallel.DistributedDataParallel):
-    """DDP whose state dict is the wrapped model's, so checkpoints load with or without
-    torchrun."""
-
-    def state_dict(self, *args, **kwargs):
-        return self.module.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
-
-
-def unwrap(model: nn.Module) -> NeuralProcessHypernet:
-    """The hypernetwork inside a DDP wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 class HypernetTask(Task):
     name = "hypernet"
     settings_class = HypernetSettings
@@ -158,7 +133,7 @@ class HypernetTask(Task):
     model_class = "NeuralProcessHypernet"
     example = ("fastsiren fit hypernet --out runs/hypernet      # built-in images, CPU minutes\n"
                "  fastsiren fit hypernet faces/ --encoder conv --heads lowrank\n"
-               "  torchrun --nproc_per_node 4 -m fastsiren fit hypernet faces/   # DDP\n"
+               "  torchrun --nproc_per_node 4 -m fastsiren fit hypernet faces/\n"
                "  fastsiren hypernet-predict runs/hypernet photo.png --context 100")
 
     def __init__(self, settings: HypernetSettings, context: FitContext):
@@ -178,20 +153,15 @@ class HypernetTask(Task):
         self.train_images = flat[train].to(self.device)
         self.test_images = flat[test].to(self.device)
         self.coords = pixel_grid(*settings.resolution, device=self.device)
-        if settings.batch_size % context.world_size:
-            raise InputError(f"--batch-size {settings.batch_size}: must be a multiple of the "
-                             f"{context.world_size} processes (it is the global batch)")
-        self.local_batch = settings.batch_size // context.world_size
         if settings.batch_size > len(train):
             raise InputError(f"--batch-size {settings.batch_size}: larger than the "
                              f"{len(train)} training images")
-        from torch.utils.data import DistributedSampler
-
-        self.sampler = DistributedSampler(range(len(train)), num_replicas=context.world_size,
-                                          rank=context.rank, shuffle=True, seed=settings.seed)
-        # whole global batches per epoch, the same for any number of processes
-        self.steps_per_epoch = len(train) // settings.batch_size
+        self.steps_per_epoch = len(train) // settings.batch_size  # whole batches per epoch
         self._epoch, self._order = None, None
+
+    @property
+    def batch_items(self) -> int:
+        return self.settings.batch_size
 
     @staticmethod
     def _folder(settings: HypernetSettings) -> Path | None:
@@ -214,33 +184,28 @@ class HypernetTask(Task):
     def build_model(self) -> nn.Module:
         model = NeuralProcessHypernet(**self.model_kwargs(), backend=self.settings.backend)
         model.compile_chunks = self.settings.compile_chunks
-        model = model.to(self.device)
-        if self.context.world_size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = _DistributedHypernet(model, device_ids=ids)
         return model
 
     # -- one step ----------------------------------------------------------------------------
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """This process's share of global batch ``step``: images from the DistributedSampler's
-        order of the epoch, context drawn per global slot from (seed, step)."""
+        """Global batch ``step``: the next ``batch_size`` images of the epoch's permutation
+        (seeded by seed + epoch), context drawn per batch slot from (seed, step). Both depend on
+        the step alone, so any share of the slots is the same as in a one-process run."""
+        s = self.settings
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self.sampler.set_epoch(epoch)
-            self._epoch, self._order = epoch, torch.tensor(list(self.sampler))
-        local = self._order[position * self.local_batch:(position + 1) * self.local_batch]
-        pixels = self.train_images[local.to(self.device)]
-        # Global slot j = world_size * i + rank holds this process's i-th image.
-        s = self.settings
-        slots = torch.arange(self.local_batch) * self.context.world_size + self.context.rank
+            order_generator = torch.Generator().manual_seed(s.seed + epoch)
+            self._epoch = epoch
+            self._order = torch.randperm(len(self.train_images), generator=order_generator)
+        chosen = self._order[position * s.batch_size:(position + 1) * s.batch_size]
         step_generator = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
         counts = train_counts(s.batch_size, step_generator, (s.context_min, s.context_max))
-        full = sample_context(s.batch_size, self.n_pixels, counts, step_generator)
+        context = sample_context(s.batch_size, self.n_pixels, counts, step_generator)
         return {
-            "coords": self.coords.expand(len(local), -1, -1),  # the points evaluated
-            "pixels": pixels,
-            "context_index": full.index[slots].to(self.device),
-            "context_mask": full.mask[slots].to(self.device),
+            "coords": self.coords.expand(s.batch_size, -1, -1),  # the points evaluated
+            "pixels": self.train_images[chosen.to(self.device)],
+            "context_index": context.index.to(self.device),
+            "context_mask": context.mask.to(self.device),
         }
 
     def jet(self, model: nn.Module, batch: dict[str, torch.Tensor]):
@@ -254,16 +219,7 @@ class HypernetTask(Task):
         terms = hypernetwork_loss(output, batch["pixels"], s.latent_weight, s.param_weight)
         logged = {"mse": terms["image_mse"].detach() / 4,  # on [0, 1]
                   "latent_term": terms["latent"].detach(), "param_term": terms["params"].detach()}
-        loss = terms["loss"]
-        if self.context.world_size > 1:
-            # Log the global batch's values: the mean over processes (equal shares). The loss
-            # keeps this process's gradient; DDP averages those into the global one.
-            values = torch.stack([loss.detach(), *logged.values()])
-            torch.distributed.all_reduce(values)
-            values /= self.context.world_size
-            loss = loss + (values[0] - loss.detach())
-            logged = dict(zip(logged, values[1:]))
-        return loss, logged
+        return terms["loss"], logged
 
     # -- metrics and outputs -----------------------------------------------------------------
     def _contexts(self, n: int, size) -> Context:
@@ -277,7 +233,6 @@ class HypernetTask(Task):
 
     def complete(self, model: nn.Module, pixels: torch.Tensor, context: Context):
         """Completions [N, P, C] on [-1, 1], in chunks of the batch size."""
-        model = unwrap(model)
         chunk = self.settings.batch_size
         parts = []
         for start in range(0, len(pixels), chunk):

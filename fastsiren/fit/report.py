@@ -1,0 +1,95 @@
+"""What a fit reports in its run folder: the JSON-lines log, metrics.json and curve.png, and the
+facts about the machine they carry."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["Log", "backend_name", "device_name", "plot_curve", "versions", "write_json"]
+
+
+class Log:
+    """The JSON-lines curve (``log.jsonl``); on resume, lines from steps at or after the
+    checkpoint are dropped (they are redone)."""
+
+    def __init__(self, path: Path, keep_below: int):
+        self.path, self.first, self.last = path, None, None
+        kept = []
+        if keep_below > 0 and path.is_file():
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("step", math.inf) < keep_below:
+                        kept.append(line)
+                        self.first = self.first or entry
+                        self.last = entry
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, entry: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        self.first = self.first or entry
+        self.last = entry
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented JSON, replaced atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def backend_name(model: nn.Module, device: torch.device) -> str:
+    """The backend the model's "auto" (or explicit) backend resolves to on ``device``."""
+    from ..dispatch import resolve
+
+    return resolve(getattr(model, "backend", "auto"), device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict[str, str]:
+    from .. import __version__
+
+    found = {"fastsiren": __version__, "torch": torch.__version__,
+             "python": platform.python_version()}
+    with contextlib.suppress(Exception):
+        import triton
+
+        found["triton"] = triton.__version__
+    return found
+
+
+def plot_curve(log_path: Path, png_path: Path, metric: str | None) -> None:
+    """Loss (log scale) and the progress metric against the step."""
+    from ..tasks.common import pyplot, save_figure
+
+    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    if not entries:
+        return
+    plt = pyplot()
+    steps = [e["step"] for e in entries]
+    panels = [("loss", True)] + ([(metric, False)] if metric and metric in entries[0] else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (name, log_scale) in zip(axes[0], panels):
+        ax.plot(steps, [e[name] for e in entries])
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} against the step")
+        if log_scale and all(e[name] > 0 for e in entries):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, png_path)
