@@ -82,7 +82,7 @@ def test_fit_summary_names_the_process_under_torchrun():
 
     summary = {"metrics": {"psnr": 30.0, "note": "text"}, "steps": 5, "train_seconds": 1.25,
                "device": "cpu", "backend": "torch"}
-    alone = summary_line("image", summary, "runs/a", {})
+    alone = summary_line("image", summary, "runs/a")
     assert alone == "fit image: psnr 30 after 5 steps, 1.2 s on cpu (torch); wrote runs/a/"
-    shard = summary_line("image", summary, "runs/a", {"RANK": "1", "WORLD_SIZE": "2"})
+    shard = summary_line("image", summary, "runs/a", rank=1, world_size=2)
     assert shard.startswith("fit image [process 1 of 2]: psnr 30 after 5 steps")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import typing
 
@@ -97,6 +96,7 @@ def build_fit_parser() -> argparse.ArgumentParser:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from ..env import torchrun_ranks
     from ..errors import InputError
     from ..fit import FitInterrupted, fit
 
@@ -119,17 +119,17 @@ def _fit(args: argparse.Namespace) -> int:
     except FloatingPointError as exc:
         print(f"fastsiren fit {task}: error: {exc}", file=sys.stderr)
         return 1
-    print(summary_line(task, result.metrics, result.out_dir, os.environ))
+    rank, world_size, _ = torchrun_ranks()
+    print(summary_line(task, result.metrics, result.out_dir, rank, world_size))
     return 0
 
 
-def summary_line(task: str, summary: dict, out_dir, environ) -> str:
+def summary_line(task: str, summary: dict, out_dir, rank: int = 0, world_size: int = 1) -> str:
     """The one line a finished fit prints. Under torchrun every process prints its own (the
     shards of a sharded fit differ), so the line says which process it is."""
     shown = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items()
                       if isinstance(v, (int, float)))
-    world_size = int(environ.get("WORLD_SIZE", 1))
-    who = f" [process {environ.get('RANK', 0)} of {world_size}]" if world_size > 1 else ""
+    who = f" [process {rank} of {world_size}]" if world_size > 1 else ""
     return (f"fit {task}{who}: {shown} after {summary['steps']} steps, "
             f"{summary['train_seconds']:.1f} s on {summary['device']} ({summary['backend']}); "
             f"wrote {out_dir}/")

@@ -19,12 +19,12 @@ The values a step logs are averaged over the processes that share a model
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import env
 from ..errors import InputError
 from ..tasks import FitContext, Task
 
@@ -35,9 +35,8 @@ __all__ = [
 
 
 def process_place() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    """(rank, world size, local rank) as torchrun set them; (0, 1, 0) without it."""
+    return env.torchrun_ranks()
 
 
 def make_context(device_name: str) -> FitContext:
