@@ -88,10 +88,25 @@ def config(kw: dict, warps: int = 4, stages: int = 2) -> triton.Config:
     return triton.Config(kw, num_warps=warps, num_stages=stages)
 
 
-def configs(gpu: list[triton.Config], interpret: triton.Config) -> list[triton.Config]:
+class ConfigList(list):
+    """A kernel's autotune list with its GPU candidates beside it (``gpu``): under the
+    interpreter the list itself holds the one interpreter config, but the tests still run the
+    GPU tiles there one at a time (``candidate_configs``)."""
+
+    gpu: list[triton.Config]
+
+
+def configs(gpu: list[triton.Config], interpret: triton.Config) -> ConfigList:
     """The autotune list: the GPU configs, or the single interpreter config (multi-config
     autotuning needs a GPU to time on)."""
-    return [interpret] if INTERPRET else gpu
+    chosen = ConfigList([interpret] if INTERPRET else gpu)
+    chosen.gpu = list(gpu)
+    return chosen
+
+
+def candidate_configs(tuner) -> list[triton.Config]:
+    """Every GPU config of an autotuned kernel (before its prune), also under the interpreter."""
+    return list(getattr(tuner.configs, "gpu", tuner.configs))
 
 
 # How tl.dot runs decides what a tile costs in registers, so configs are pruned per register

@@ -61,16 +61,28 @@ work.)
 from __future__ import annotations
 
 import torch
+from fastsiren.kernels import first_layer, linear_layer, matmul, network, sine_layer, sine_vjp
 from fastsiren.kernels.first_layer import first_layer_bwd, first_layer_fwd, first_layer_preact
 from fastsiren.kernels.linear_layer import linear_layer_bwd, linear_layer_fwd
 from fastsiren.kernels.sine_layer import sine_layer_fwd, sine_layer_preact
 from fastsiren.kernels.sine_vjp import sine_layer_bwd
+from triton.runtime.autotuner import Autotuner
 
 __all__ = [
-    "first_layer_bwd", "first_layer_fwd", "first_layer_preact", "linear_layer_bwd",
-    "linear_layer_fwd", "points_per_chunk", "sine_layer_bwd", "sine_layer_fwd",
-    "sine_layer_preact", "sine_layer_saved",
+    "KERNEL_MODULES", "autotuners", "first_layer_bwd", "first_layer_fwd", "first_layer_preact",
+    "linear_layer_bwd", "linear_layer_fwd", "points_per_chunk", "sine_layer_bwd",
+    "sine_layer_fwd", "sine_layer_preact", "sine_layer_saved",
 ]
+
+# Every module that launches a kernel: the offline compile check, the self-check and the tests'
+# launch counters and config sweeps walk these.
+KERNEL_MODULES = (first_layer, sine_layer, sine_vjp, matmul, linear_layer, network)
+
+
+def autotuners() -> dict[str, Autotuner]:
+    """Every kernel of the backend by name (``_sine_layer_fwd_kernel``, ...): its autotuner."""
+    return {v.base_fn.__name__: v for module in KERNEL_MODULES for v in vars(module).values()
+            if isinstance(v, Autotuner)}
 
 
 def sine_layer_saved(

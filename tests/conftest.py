@@ -38,6 +38,25 @@ def device():
     return torch.device("cuda" if HAS_CUDA else "cpu")
 
 
+@pytest.fixture
+def kernel_launches(monkeypatch):
+    """Counts the Triton backend's kernel launches by kernel name (``_sine_layer_fwd_kernel``:
+    3, ...), so a test can assert which path ran: a result that matches because the dispatch
+    took another path would otherwise pass."""
+    from collections import Counter
+
+    from fastsiren.kernels.sine_jet import autotuners
+
+    launches = Counter()
+    for name, tuner in autotuners().items():
+        def counted(*args, _name=name, _run=tuner.run, **kwargs):
+            launches[_name] += 1
+            return _run(*args, **kwargs)
+
+        monkeypatch.setattr(tuner, "run", counted)
+    return launches
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs CUDA (tier c)")
     for item in items:

@@ -35,3 +35,21 @@ def make_params(gen, batch, d, width, out, hidden_layers, omega, dtype, device="
         weights.append(w.to(device).requires_grad_())
         biases.append(b.to(device).requires_grad_())
     return weights, biases, [omega] * len(weights)
+
+
+def cotangents(fields, seed: int) -> list[torch.Tensor]:
+    """Random cotangents for ``fields`` (in order), drawn in float64 and cast to each field's
+    dtype and device: runs at different precisions get the same numbers to their rounding.
+    (``randn`` in float32 and float64 gives different streams from one seed, so cotangents drawn
+    in the field's own dtype would make every gradient comparison across dtypes meaningless.)"""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device, t.dtype)
+            for t in fields]
+
+
+def excess_errors(ours: dict, theirs: dict, factor: float, floor: float) -> dict:
+    """The entries where our error is not within ``factor`` x the other side's plus ``floor``
+    (flash-attention's rule), as {name: (ours, theirs)}. NaN on either side counts as over:
+    ``not (a <= b)`` where ``a > b`` would let NaN pass."""
+    return {k: (ours[k], theirs[k]) for k in ours
+            if not (ours[k] <= factor * theirs[k] + floor)}

@@ -19,17 +19,18 @@ from fastsiren import reference
 TOL = 1e-10
 
 
-def _twins(gen, d, width, hidden, out, outermost_linear, backend="torch"):
+def _twins(gen, d, width, hidden, out, outermost_linear, backend="torch", device="cpu"):
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
     ours = fs.Siren(d, width, hidden, out, outermost_linear=outermost_linear,
-                    backend=backend).double()
+                    backend=backend).double().to(device)
     ref = reference.Siren(d, width, hidden, out, outermost_linear=outermost_linear).double()
     ref.load_state_dict(ours.state_dict())
-    return ours, ref
+    return ours, ref.to(device)
 
 
-def _points(gen, *shape):
-    return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1).requires_grad_()
+def _points(gen, *shape, device="cpu"):
+    x = torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1
+    return x.to(device).requires_grad_()
 
 
 def _grads(loss, inputs, create_graph=False):
@@ -129,10 +130,12 @@ def test_batched_weights(gen):
 
 
 @pytest.mark.interpret
-def test_triton_backend_falls_back_to_torch_ops(gen):
+def test_triton_backend_falls_back_to_torch_ops(gen, device):
+    """The Triton backend under create_graph: the compatible path in torch ops. The model and
+    points are on the tier's device (CUDA when compiled: the kernels take no CPU tensors)."""
     pytest.importorskip("triton")
-    ours, ref = _twins(gen, 2, 16, 1, 1, True, backend="triton")
-    _compare(eikonal_loss, ours, ref, _points(gen, 11, 2))
+    ours, ref = _twins(gen, 2, 16, 1, 1, True, backend="triton", device=device)
+    _compare(eikonal_loss, ours, ref, _points(gen, 11, 2, device=device))
 
 
 def test_first_order_backward_stays_the_hand_vjp(gen):

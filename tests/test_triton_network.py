@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import make_params, rel_err
+from helpers import excess_errors, make_params, rel_err
 
 import fastsiren as fs
 from fastsiren.jet import Jet, JetLayout
 
 pytest.importorskip("triton")
 
-from fastsiren.kernels import input_precision, network  # noqa: E402
+from fastsiren.kernels import current_input_precision, input_precision, network  # noqa: E402
 from test_triton_sine_jet import DEVICE, FP64_TOL, _assert_close, fp32_tol  # noqa: E402
 
 pytestmark = pytest.mark.interpret
@@ -51,24 +51,35 @@ def _torch_jet(x, weights, biases, omegas, layout):
                         hessian_diag=layout.hessian_diag)
 
 
-# (batch, N, d, width, outputs, hidden layers of make_params, order)
+# (batch, N, d, width, outputs, hidden layers of make_params, order), and whether the compiled
+# kernel takes it in fp64 (16 jet values per thread at 8 warps: slabs x padded width <= 256;
+# the interpreter has no registers and takes every case)
 CASES = [
-    pytest.param((None, 37, 2, 24, 3, 1, 0), id="order0-d2-w24-rgb"),
-    pytest.param((None, 19, 5, 16, 2, 2, 0), id="order0-5inputs"),
-    pytest.param((2, 37, 1, 40, 2, 0, 1), id="order1-d1-w40-nohidden-B2"),
-    pytest.param((None, 19, 3, 16, 1, 1, 1), id="order1-d3-w16"),
-    pytest.param((None, 37, 2, 8, 2, 2, 2), id="order2-d2-w8"),
-    pytest.param((2, 19, 3, 100, 1, 3, 2), id="order2-d3-w100-B2"),
+    pytest.param((None, 37, 2, 24, 3, 1, 0), True, id="order0-d2-w24-rgb"),
+    pytest.param((None, 19, 5, 16, 2, 2, 0), True, id="order0-5inputs"),
+    pytest.param((2, 37, 1, 40, 2, 0, 1), True, id="order1-d1-w40-nohidden-B2"),
+    pytest.param((None, 19, 3, 16, 1, 1, 1), True, id="order1-d3-w16"),
+    pytest.param((None, 37, 2, 8, 2, 2, 2), True, id="order2-d2-w8"),
+    pytest.param((2, 19, 3, 100, 1, 3, 2), False, id="order2-d3-w100-B2"),  # 5 slabs x 128
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_whole_network_float64(gen, case):
-    """Every slab of the output jet equals the layerwise torch backend's to rounding."""
+@pytest.mark.parametrize("case,fits_compiled", CASES)
+def test_whole_network_float64(gen, case, fits_compiled):
+    """Every slab of the output jet equals the layerwise torch backend's to rounding. Compiled,
+    a network over the fp64 register budget must be declined by name instead (the dispatch then
+    runs it layer by layer: ``test_declined_networks_run_layer_by_layer``)."""
     batch, n, d, width, out, hidden, order = case
     layout = JetLayout(order, d)
     weights, biases, omegas = _network(gen, batch, d, width, out, hidden)
     x = _points(gen, batch, n, d)
+    reason = network.unsupported(x, weights, omegas, layout, True)
+    if not (network.INTERPRET or fits_compiled):
+        assert reason is not None and "register budget in fp64" in reason, reason
+        with pytest.raises(ValueError, match="register budget"):
+            network.siren_network_fwd(x, weights, biases, omegas, layout)
+        return
+    assert reason is None, reason
     got = Jet.from_stack(network.siren_network_fwd(x, weights, biases, omegas, layout), layout)
     want = _torch_jet(x, weights, biases, omegas, layout)
     for name, value in want.fields().items():
@@ -86,17 +97,29 @@ def test_whole_network_against_reference(gen):
         _assert_close(getattr(got, name), value, 1e-9, name)
 
 
-def test_whole_network_float32(gen):
-    """The fp32 path (fp32 accumulators and sincos) within the layerwise fp32 tolerances."""
+# tf32 operands keep 10 mantissa bits: errors of a few 1e-3 against float64 (the emulated
+# 3 -> 256 x 3 -> 1 jet: 1.5e-3 value to 4.3e-3 Laplacian; kernels/sine_jet.py), 4x margin.
+TF32_TOL = 2e-2
+
+
+@pytest.mark.parametrize("width,mode", [(16, "ieee"), (100, "tf32")], ids=["w16-ieee", "w100-tf32"])
+def test_whole_network_float32(gen, width, mode):
+    """The fp32 path (fp32 accumulators and sincos) within the layerwise fp32 tolerances, order 2
+    at d = 3. Each (width, mode) fits the compiled kernel's register budget (ieee: 8 values per
+    thread, 5 slabs x 16 wide; tf32: 40, 5 slabs x 128); under the interpreter every mode runs
+    as exact fp32 ("ieee")."""
     layout = JetLayout(2, 3)
-    weights, biases, omegas = _network(gen, None, 3, 100, 1, 2, dtype=torch.float32)
+    weights, biases, omegas = _network(gen, None, 3, width, 1, 2, dtype=torch.float32)
     x = _points(gen, None, 37, 3, dtype=torch.float32)
-    got = Jet.from_stack(network.siren_network_fwd(x, weights, biases, omegas, layout), layout)
+    with input_precision(mode):
+        assert network.unsupported(x, weights, omegas, layout, True) is None
+        got = Jet.from_stack(network.siren_network_fwd(x, weights, biases, omegas, layout), layout)
+        exact = current_input_precision() in ("ieee", "tf32x3")
     want = _torch_jet(x.double(), [w.double() for w in weights], [b.double() for b in biases],
                       omegas, layout)
     tol = fp32_tol(30.0)
     for name, value in want.fields().items():
-        _assert_close(getattr(got, name).double(), value, tol[name], name)
+        _assert_close(getattr(got, name).double(), value, tol[name] if exact else TF32_TOL, name)
 
 
 def test_whole_network_without_biases_and_points(gen):
@@ -215,29 +238,50 @@ def test_bad_inputs_raise(gen):
 
 # ----------------------------------------------------------------------------- tier c (GPU)
 
-# (N, d, width, outputs, order), each d -> width x 3 -> outputs
+# (N, d, width, outputs, order), each d -> width x 3 -> outputs, and the modes in which the
+# compiled kernel declines it (over the register budget: ieee and tf32x3 hold 8 jet values per
+# thread, so order 1-2 at width 64-128 runs layer by layer there)
 GPU_NETWORK_CASES = [
-    pytest.param((1 << 18, 3, 128, 1, 2), id="N2^18-d3-w128-lap"),
-    pytest.param((1 << 18, 2, 128, 3, 0), id="N2^18-d2-w128-rgb"),
-    pytest.param((1 << 16, 2, 64, 2, 2), id="N2^16-d2-w64-out2-lap"),
+    pytest.param((1 << 18, 3, 128, 1, 2), {"fp32-ieee", "fp32-tf32x3"}, id="N2^18-d3-w128-lap"),
+    pytest.param((1 << 18, 2, 128, 3, 0), set(), id="N2^18-d2-w128-rgb"),
+    pytest.param((1 << 16, 2, 64, 2, 2), {"fp32-ieee", "fp32-tf32x3"}, id="N2^16-d2-w64-out2-lap"),
 ]
-# (dtype, mode, torch's TF32 switch, factor): as the layerwise kernels' GPU_RULES
+# (label, dtype, mode, torch's TF32 switch, factor): as the layerwise kernels' GPU_RULES
 GPU_NETWORK_RULES = [
-    pytest.param(torch.float32, "ieee", False, 2.0, id="fp32-ieee"),
-    pytest.param(torch.float32, "tf32x3", False, 2.0, id="fp32-tf32x3"),
-    pytest.param(torch.float32, "tf32", True, 4.0, id="fp32-tf32"),
-    pytest.param(torch.bfloat16, "ieee", False, 2.0, id="bf16"),
+    pytest.param("fp32-ieee", torch.float32, "ieee", False, 2.0, id="fp32-ieee"),
+    pytest.param("fp32-tf32x3", torch.float32, "tf32x3", False, 2.0, id="fp32-tf32x3"),
+    pytest.param("fp32-tf32", torch.float32, "tf32", True, 4.0, id="fp32-tf32"),
+    pytest.param("bf16", torch.bfloat16, "ieee", False, 2.0, id="bf16"),
 ]
+
+
+def test_gpu_network_paths_follow_the_register_budget(monkeypatch):
+    """The paths tier c expects (``GPU_NETWORK_CASES``) are the compiled kernel's own verdicts:
+    ``unsupported`` under the compiled register budgets, checked here on meta tensors. A change
+    that declines (or takes) more networks fails here before it reaches a GPU."""
+    monkeypatch.setattr(network, "INTERPRET", False)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the precision knob: "ieee" under it
+    for case_param in GPU_NETWORK_CASES:
+        (n, d, width, out, order), layerwise_in = case_param.values
+        for rule in GPU_NETWORK_RULES:
+            label, dtype, mode = rule.values[:3]
+            shapes = [(width, d), (width, width), (width, width), (out, width)]
+            weights = [torch.empty(1, *sh, dtype=dtype, device="meta") for sh in shapes]
+            x = torch.empty(1, n, d, dtype=dtype, device="meta")
+            with input_precision(mode):
+                reason = network.unsupported(x, weights, (30.0,) * 4, JetLayout(order, d), True)
+            assert (reason is not None) == (label in layerwise_in), (case_param.id, label, reason)
 
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype,mode,torch_tf32,factor", GPU_NETWORK_RULES)
-@pytest.mark.parametrize("case", GPU_NETWORK_CASES)
-def test_gpu_whole_network_precision(gen, case, dtype, mode, torch_tf32, factor):
+@pytest.mark.parametrize("label,dtype,mode,torch_tf32,factor", GPU_NETWORK_RULES)
+@pytest.mark.parametrize("case,layerwise_in", GPU_NETWORK_CASES)
+def test_gpu_whole_network_precision(gen, kernel_calls, kernel_launches, case, layerwise_in,
+                                     label, dtype, mode, torch_tf32, factor):
     """Real shapes through the dispatch under no_grad: the kernel where it fits the registers
-    (else the layerwise kernels), against the float64 torch backend, at most ``factor`` x the
-    torch backend's own error at the same precision."""
+    (else the layerwise kernels: which one ran is asserted), against the float64 torch backend,
+    at most ``factor`` x the torch backend's own error at the same precision."""
     n, d, width, out, order = case
     layout = JetLayout(order, d)
     weights, biases, omegas = _network(gen, None, d, width, out, 2)
@@ -258,6 +302,11 @@ def test_gpu_whole_network_precision(gen, case, dtype, mode, torch_tf32, factor)
         theirs = errors("torch")
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
+    if label in layerwise_in:
+        assert not kernel_calls and "_siren_network_fwd_kernel" not in kernel_launches
+        assert kernel_launches["_sine_layer_fwd_kernel"] == 2, dict(kernel_launches)
+    else:
+        assert len(kernel_calls) == 1 and set(kernel_launches) == {"_siren_network_fwd_kernel"}
     floor = 4 * torch.finfo(dtype).eps
-    bad = {k: (ours[k], theirs[k]) for k in ours if ours[k] > factor * theirs[k] + floor}
+    bad = excess_errors(ours, theirs, factor, floor)
     assert not bad, f"errors (triton, torch) over {factor}x torch's: {bad}"

@@ -22,6 +22,10 @@ from fastsiren.kernels._jit_helpers import slab_offsets, wide  # noqa: E402
 
 pytestmark = pytest.mark.interpret
 
+# The probes' outputs live where the kernels run: on CUDA when compiled (a kernel cannot write a
+# CPU tensor), on the CPU under the interpreter.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 @triton.jit
 def _slab_offsets_probe(out_ptr, slab0, n_slabs, n0, N, M, stride_r, stride_n,
@@ -49,8 +53,9 @@ def test_slab_offsets_past_int32():
     offset reaches 4 N M > 2^33, the point offset N M > 2^31."""
     N, M, BN, BM, PAD = (1 << 21) + 8, 1024, 4, 2, 4
     n0 = N - BN
-    out = torch.zeros(PAD, BN, BM, dtype=torch.int64)
+    out = torch.zeros(PAD, BN, BM, dtype=torch.int64, device=DEVICE)
     _slab_offsets_probe[(1,)](out, 1, 3, n0, N, M, N * M, M, PAD=PAD, BN=BN, BM=BM)
+    out = out.cpu()
     r = torch.arange(PAD).view(-1, 1, 1)
     n = (n0 + torch.arange(BN)).view(1, -1, 1)
     m = torch.arange(BM).view(1, 1, -1)
@@ -65,7 +70,8 @@ def test_int32_products_wrap_without_wide():
     exact = torch.tensor([(1 + i) * stride for i in range(4)], dtype=torch.int64)
     got = {}
     for use_wide in (True, False):
-        got[use_wide] = torch.zeros(4, dtype=torch.int64)
-        _wide_probe[(1,)](got[use_wide], stride, WIDE=use_wide, PAD=4)
+        out = torch.zeros(4, dtype=torch.int64, device=DEVICE)
+        _wide_probe[(1,)](out, stride, WIDE=use_wide, PAD=4)
+        got[use_wide] = out.cpu()
     assert torch.equal(got[True], exact)
     assert not torch.equal(got[False], exact), "int32 products did not wrap: the test is blind"

@@ -19,7 +19,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_params, rel_err
+from helpers import cotangents, excess_errors, make_params, rel_err
 
 import fastsiren as fs
 from fastsiren import env
@@ -91,7 +91,7 @@ def _assert_close(actual, expected, tol, name):
     assert actual is not None and expected is not None, f"{name}: one side is None"
     assert not torch.isnan(actual).any(), f"{name}: NaN in the Triton result (unwritten output?)"
     err = rel_err(actual.float() if actual.dtype != expected.dtype else actual, expected)
-    assert err <= tol, f"{name}: relative error {err:.3e} exceeds {tol:.1e}"
+    assert err <= tol, f"{name}: relative error {err:.3e} exceeds {tol:.1e}"  # False for NaN
 
 
 # ----------------------------------------------------------------------------- per-op tests
@@ -244,9 +244,7 @@ def run_network(backend, x, weights, biases, omegas, order, hessian_diag, linear
         jet = fs.siren_jet(xs, ws, bs, omegas, order, linear, backend,
                            hessian_diag=hessian_diag, recompute=recompute)
     fields = jet_fields(jet, order, hessian_diag)
-    cot_gen = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=cot_gen, dtype=t.dtype).to(t.device)).sum()
-               for t in fields.values())
+    loss = sum((t * v).sum() for t, v in zip(fields.values(), cotangents(fields.values(), seed)))
     grads = torch.autograd.grad(loss, leaves)
     names = ["x"] + [f"w{l}" for l in range(n)] + [f"b{l}" for l in range(n)]
     return {k: v.detach() for k, v in fields.items()}, dict(zip(names, grads))
@@ -427,15 +425,10 @@ GPU_CASES = [
 ]
 
 
-def _gpu_errors(case, gen, dtype, mode, torch_tf32):
+def precision_errors(x, weights, biases, omegas, order, hd, dtype, mode, torch_tf32, seed):
     """Relative errors of triton (at dtype / mode) and of the torch backend (at dtype, with
-    torch's TF32 switch) against the torch backend in float64, per field and gradient."""
-    n, d, width, hidden, out, order, hd = case
-    weights, biases, omegas = make_params(
-        gen, None, d, width, out, hidden, 30.0, torch.float64, DEVICE
-    )
-    x = _rand(gen, n, d)
-    seed = int(torch.randint(0, 2**31, (1,), generator=gen))
+    torch's TF32 switch) against the torch backend in float64, per field and gradient, all three
+    through one loss with the same cotangents (drawn in float64, cast)."""
     truth = run_network("torch", x, weights, biases, omegas, order, hd, True, seed)
 
     def errors(backend):
@@ -458,6 +451,16 @@ def _gpu_errors(case, gen, dtype, mode, torch_tf32):
     return ours, theirs
 
 
+def _gpu_errors(case, gen, dtype, mode, torch_tf32):
+    n, d, width, hidden, out, order, hd = case
+    weights, biases, omegas = make_params(
+        gen, None, d, width, out, hidden, 30.0, torch.float64, DEVICE
+    )
+    x = _rand(gen, n, d)
+    seed = int(torch.randint(0, 2**31, (1,), generator=gen))
+    return precision_errors(x, weights, biases, omegas, order, hd, dtype, mode, torch_tf32, seed)
+
+
 # Multiples of the torch backend's own error allowed (flash-attention's rule), per mode. ieee and
 # tf32x3 round like fp32 but sum in another order: 2x. tf32 truncates operands where cuBLAS
 # rounds them (Triton's documented TF32 caveat): 4x. Half types: same storage, but we keep
@@ -470,35 +473,175 @@ GPU_RULES = [
     pytest.param(torch.float16, "ieee", False, 2.0, id="fp16"),
 ]
 
+# The kernels a training step runs (a jet with a backward never takes the whole-network kernel;
+# the matmul runs the backward GEMMs, the linear-layer kernels the <= 8 outputs).
+TRAINING_KERNELS = {"_first_layer_fwd_kernel", "_first_layer_bwd_kernel", "_sine_layer_fwd_kernel",
+                    "_sine_layer_bwd_kernel", "_matmul_kernel", "_linear_few_fwd_kernel",
+                    "_linear_few_bwd_kernel"}
+
 
 @pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype,mode,torch_tf32,factor", GPU_RULES)
 @pytest.mark.parametrize("case", GPU_CASES)
-def test_gpu_precision(gen, case, dtype, mode, torch_tf32, factor):
+def test_gpu_precision(gen, kernel_launches, case, dtype, mode, torch_tf32, factor):
     """Real shapes: errors against float64 at most ``factor`` x the torch backend's own error
-    (plus a floor at the storage dtype's resolution, for errors that are both near zero)."""
+    (plus a floor at the storage dtype's resolution, for errors that are both near zero), and
+    the Triton kernels did run (a dispatch that silently ran the torch backend would match)."""
     if dtype == torch.float16 and case[0] >= 1 << 20:
         pytest.skip("fp16 at N = 2^20: covered by bf16, halves the tier's run time")
     ours, theirs = _gpu_errors(case, gen, dtype, mode, torch_tf32)
-    if dtype == torch.float16 and not all(math.isfinite(e) and e < 1 for e in theirs.values()):
+    assert set(kernel_launches) == TRAINING_KERNELS, dict(kernel_launches)
+    if dtype == torch.float16 and not all(math.isfinite(e) for e in theirs.values()):
         # Not a kernel fault: at omega_0 = 30 second derivatives can exceed fp16's range.
         pytest.skip(f"the torch backend itself leaves fp16's range here: {theirs}")
     floor = 4 * torch.finfo(dtype).eps
-    bad = {k: (ours[k], theirs[k]) for k in ours if ours[k] > factor * theirs[k] + floor}
+    bad = excess_errors(ours, theirs, factor, floor)
     assert not bad, f"errors (triton, torch) over {factor}x torch's: {bad}"
+
+
+def test_cotangents_do_not_depend_on_the_dtype(gen):
+    """The tiers' gradient checks compare runs in different dtypes through one loss: the
+    cotangents must be the same numbers, else every gradient differs by O(1) whatever the
+    kernels do and "at most 2x torch's own error" passes any backward (tier a: torch backend)."""
+    weights, biases, omegas = make_params(gen, None, 2, 16, 1, 1, 30.0, torch.float64)
+    x = _rand(gen, 37, 2).cpu()
+    seed = 1234
+    fields64, grads64 = run_network("torch", x, weights, biases, omegas, 2, False, True, seed)
+    L = len(weights)
+    cast = [t.float() for t in (x, *weights, *biases)]
+    fields32, grads32 = run_network("torch", cast[0], cast[1:1 + L], cast[1 + L:], omegas, 2,
+                                    False, True, seed)
+    for name in grads64:
+        err = rel_err(grads32[name].double(), grads64[name])
+        assert err <= 1e-4, f"d loss / d {name}: float32 vs float64 {err:.2e}"
+
+
+def test_excess_errors_counts_nan_as_over():
+    """A NaN error (an unwritten tile) must fail the GPU rule, as must a plain excess."""
+    theirs = {"value": 1e-6, "grad": 1e-6, "w0": 1e-6}
+    ours = {"value": float("nan"), "grad": 1.5e-6, "w0": 5e-6}
+    assert set(excess_errors(ours, theirs, 2.0, 0.0)) == {"value", "w0"}
+    assert set(excess_errors({"value": 1e-6}, {"value": float("nan")}, 2.0, 0.0)) == {"value"}
+
+
+# Large offsets: each kernel family on a tensor past 2^31 elements (B = 1: the batch offset,
+# already int64, cannot hide it). Points outside the last few have zero cotangents, so the
+# reductions over points (W̄, b̄) are the tail's alone and the torch backend checks them on the
+# tail; NaN poisoning still catches a tile written at a wrapped address instead of its own.
+BIG_N, BIG_M, BIG_K = 1 << 21, 256, 64  # [4, N, M]: 2^31 elements (bf16: 4 GiB)
+TAIL = 7
+
+
+def _needs_gpu_memory(gib: float):
+    free = torch.cuda.mem_get_info()[0] / 2**30
+    if free < gib:
+        pytest.skip(f"needs {gib:.0f} GiB of free GPU memory, {free:.0f} GiB free")
+
+
+@pytest.fixture
+def big(gen):
+    """Uniform bf16 tensors in [-scale, scale) drawn on the GPU (no float32 copy: 4 GiB would be
+    8 GiB more), from a device generator seeded by ``gen``."""
+    device_gen = torch.Generator(device=DEVICE).manual_seed(int(torch.randint(0, 2**31, (1,),
+                                                                              generator=gen)))
+
+    def draw(*shape, scale=1.0):
+        t = torch.rand(*shape, generator=device_gen, device=DEVICE, dtype=torch.bfloat16)
+        return t.mul_(2).sub_(1).mul_(scale)
+    return draw
+
+
+def _tail_only(t):
+    """Zero every point but the last TAIL (dim 2 of [B, R, N, M])."""
+    t[:, :, :-TAIL].zero_()
+    return t
 
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_gpu_int64_offsets(gen):
-    """One network's stacked jet past 2^31 elements (B = 1: the batch offset, already int64,
-    cannot hide it): slab offsets reach 3 N M = 1.5 * 2^31, the int32 wrap point."""
+def test_gpu_int64_offsets(big):
+    """The hidden-layer forward: slab offsets reach 3 N M = 1.5 * 2^31, the int32 wrap point."""
+    _needs_gpu_memory(12)
     layout = JetLayout(2, 2)
-    B, N, K, M = 1, 1 << 21, 64, 256  # out: 4 * 2^21 * 256 = 2^31 elements (bf16: 4 GiB)
-    stack = _rand(gen, B, layout.rows, N, K, dtype=torch.float32).to(torch.bfloat16)
-    w = _rand(gen, B, M, K, dtype=torch.float32, scale=0.05).to(torch.bfloat16)
+    stack = big(1, layout.rows, BIG_N, BIG_K)
+    w = big(1, BIG_M, BIG_K, scale=0.05)
     out, _ = triton_ops.sine_layer_fwd(stack, w, None, 30.0, layout)
-    tail = slice(N - 7, N)
+    tail = slice(BIG_N - TAIL, BIG_N)
     want, _ = torch_ops.sine_layer_fwd(stack[:, :, tail].float(), w.float(), None, 30.0, layout)
-    _assert_close(out[:, :, tail].float(), want, 5e-2, "last points of the last batch")
+    _assert_close(out[:, :, tail].float(), want, 5e-2, "last points of the last slab")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_int64_offsets_vjp(big):
+    """The hidden layer's VJP past 2^31 elements: the elementwise kernel on [1, 4, N, M], W̄'s
+    split GEMM over 4 N rows (row offsets up to 4 N M) and S̄'s GEMM."""
+    _needs_gpu_memory(24)
+    layout = JetLayout(2, 2)
+    tail = slice(BIG_N - TAIL, BIG_N)
+    stack = big(1, layout.rows, BIG_N, BIG_K)
+    w = big(1, BIG_M, BIG_K, scale=0.05)
+    G = big(1, layout.rows, BIG_N, BIG_M, scale=2.0)
+    s = big(1, BIG_N, BIG_M)
+    go = _tail_only(big(1, layout.rows, BIG_N, BIG_M))
+    gs, gw, gb = triton_ops.sine_layer_bwd(go, stack, w, 30.0, layout, s, G)
+    want = torch_ops.sine_layer_bwd(go[:, :, tail].float(), stack[:, :, tail].float(), w.float(),
+                                    30.0, layout, s[:, tail].float(), G[:, :, tail].float())
+    _assert_close(gs[:, :, tail].float(), want[0], 5e-2, "S̄ of the last points")
+    _assert_close(gw.float(), want[1], 5e-2, "W̄")
+    _assert_close(gb.float(), want[2], 5e-2, "b̄")
+    assert not gs[:, :, :-TAIL].any(), "S̄ of zero cotangents is not zero: rows were mixed up"
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_int64_offsets_first_layer(big):
+    """The first layer's forward writes [1, 4, N, M] (slab offsets to 3 N M) and its VJP reads
+    a cotangent of that size; x̄ goes through the matmul."""
+    _needs_gpu_memory(16)
+    layout = JetLayout(2, 2)
+    tail = slice(BIG_N - TAIL, BIG_N)
+    x = big(1, BIG_N, 2)
+    w, b = big(1, BIG_M, 2, scale=0.5), big(1, BIG_M)
+    out, cos = triton_ops.first_layer_fwd(x, w, b, 30.0, layout)
+    want, want_cos = torch_ops.first_layer_fwd(x[:, tail].float(), w.float(), b.float(), 30.0,
+                                               layout)
+    _assert_close(out[:, :, tail].float(), want, 5e-2, "first layer jet, last points")
+    _assert_close(cos[:, tail].float(), want_cos, 5e-2, "cos u, last points")
+    del out
+    go = _tail_only(big(1, layout.rows, BIG_N, BIG_M))
+    s = big(1, BIG_N, BIG_M)
+    gx, gw, gb = triton_ops.first_layer_bwd(go, x, w, 30.0, layout, s, cos, True)
+    want = torch_ops.first_layer_bwd(go[:, :, tail].float(), x[:, tail].float(), w.float(), 30.0,
+                                     layout, s[:, tail].float(), cos[:, tail].float(), True)
+    _assert_close(gx[:, tail].float(), want[0], 5e-2, "x̄ of the last points")
+    _assert_close(gw.float(), want[1], 5e-2, "W̄")
+    _assert_close(gb.float(), want[2], 5e-2, "b̄")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_int64_offsets_matmul_and_linear_layer(big):
+    """The matmul with a result past 2^31 elements ([1, 4 N, M] rows: a wide final layer), and
+    the <= 8-output final layer reading [1, 4, N, M] and writing S̄ of that size."""
+    _needs_gpu_memory(24)
+    layout = JetLayout(2, 2)
+    tail = slice(BIG_N - TAIL, BIG_N)
+    stack = big(1, layout.rows, BIG_N, BIG_K)
+    w = big(1, BIG_M, BIG_K, scale=0.1)
+    out = triton_ops.linear_layer_fwd(stack, w, None)  # M = 256 > 8 outputs: the matmul
+    want = torch_ops.linear_layer_fwd(stack[:, :, tail].float(), w.float(), None)
+    _assert_close(out[:, :, tail].float(), want, 5e-2, "matmul rows past 2^31 elements")
+    del out
+    jet = big(1, layout.rows, BIG_N, BIG_M)
+    w1, b1 = big(1, 1, BIG_M, scale=0.1), big(1, 1)
+    y = triton_ops.linear_layer_fwd(jet, w1, b1)
+    want = torch_ops.linear_layer_fwd(jet[:, :, tail].float(), w1.float(), b1.float())
+    _assert_close(y[:, :, tail].float(), want, 5e-2, "linear layer, last points")
+    go = _tail_only(big(1, layout.rows, BIG_N, 1))
+    gs, gw, gb = triton_ops.linear_layer_bwd(go, jet, w1)
+    want = torch_ops.linear_layer_bwd(go[:, :, tail].float(), jet[:, :, tail].float(), w1.float())
+    _assert_close(gs[:, :, tail].float(), want[0], 5e-2, "S̄ of the last points")
+    _assert_close(gw.float(), want[1], 5e-2, "W̄")
+    _assert_close(gb.float(), want[2], 5e-2, "b̄")
