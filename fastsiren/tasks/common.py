@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import InputError
 from ..io.image import read_image
 from ..jet import Jet, JetLayout
+from ..mesh import DEFAULT_CHUNK_POINTS
 
 __all__ = [
     "EVAL_SLAB_POINTS",
@@ -39,10 +40,10 @@ __all__ = [
     "xy_grid",
 ]
 
-# Points x slabs per chunk when a fitted network is evaluated on a whole grid. Each slab holds
-# `width` floats per point per layer, so at width 256 a chunk keeps about 64 MiB per layer: 65536
-# points of an order-0 jet, 16384 of a 2-d Laplacian jet (value, 2 gradients, Laplacian).
-EVAL_SLAB_POINTS = 65536
+# Points x slabs per chunk when a fitted network is evaluated on a whole grid: the mesher's
+# budget (64 MiB per activation at width 256) shared out over the jet's slabs, so 65536 points of
+# an order-0 jet, 16384 of a 2-d Laplacian jet (value, 2 gradients, Laplacian).
+EVAL_SLAB_POINTS = DEFAULT_CHUNK_POINTS
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(rows[:-1], axis=1)
 
 
-SIGNED_FIELDS = ("real", "imaginary", "analytic real", "u")
+SIGNED_FIELDS = ("real", "imaginary", "analytic real")
 
 
 def field_style(name: str, image: np.ndarray) -> dict:
