@@ -1,8 +1,10 @@
 """Drop-in SIREN modules on the analytic-jet engine.
 
 ``SineLayer`` and ``Siren`` have the module tree, parameter names and initialisation of the
-official SIREN code (and of ``fastsiren.reference``), so state dicts load both ways; their forward
-and ``Siren.jet`` run through ``fastsiren.functional.siren_jet`` on the selected backend.
+official SIREN code (and of ``fastsiren.reference``), so state dicts load both ways;
+``BatchedSiren`` holds B independent SIRENs of one architecture with batched parameters. Their
+forward and ``jet`` run through ``fastsiren.functional.siren_jet`` on the selected backend. The
+layer math is stated in ``fastsiren.sine_jet``, the initialisation in ``fastsiren.reference.siren``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,7 +22,7 @@ from fastsiren.jet import Jet
 from fastsiren.jet_ops import check_name
 from fastsiren.reference.siren import sine_init_bound
 
-__all__ = ["SineLayer", "Siren", "convert_official_state_dict"]
+__all__ = ["BatchedSiren", "SineLayer", "Siren", "convert_official_state_dict"]
 
 
 def _is_int(value) -> bool:
@@ -32,8 +35,48 @@ def _check_sizes(**sizes: int) -> None:
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a SIREN: its sizes, its omega_0 (1.0 for a final linear layer) and the
+    half-width of its uniform weight initialisation."""
+
+    fan_in: int
+    fan_out: int
+    omega: float
+    is_first: bool
+    sine: bool
+    weight_bound: float
+
+
+def siren_layers(
+    in_features: int,
+    hidden_features: int,
+    hidden_layers: int,
+    out_features: int,
+    outermost_linear: bool,
+    first_omega_0: float,
+    hidden_omega_0: float,
+) -> list[LayerSpec]:
+    """The layers of a SIREN, first to last, after checking the sizes: a first sine layer,
+    ``hidden_layers`` sine layers, and a final layer that is linear or sine. Every layer after
+    the first, the final linear one included, is initialised with ``hidden_omega_0``."""
+    _check_sizes(in_features=in_features, hidden_features=hidden_features,
+                 out_features=out_features)
+    if not _is_int(hidden_layers) or hidden_layers < 0:
+        raise ValueError(f"hidden_layers must be a whole number >= 0, got {hidden_layers!r}")
+    sizes = [in_features] + [hidden_features] * (hidden_layers + 1) + [out_features]
+    specs = []
+    for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        first, last = l == 0, l == len(sizes) - 2
+        init_omega = float(first_omega_0 if first else hidden_omega_0)
+        sine = not (last and outermost_linear)
+        specs.append(LayerSpec(fan_in, fan_out, init_omega if sine else 1.0, first, sine,
+                               sine_init_bound(fan_in, init_omega, first)))
+    return specs
+
+
 class _BackendMixin:
-    """A ``backend`` attribute, settable through ``module.to(backend=...)``."""
+    """A ``backend`` attribute, settable through ``module.to(backend=...)`` (checked by name)."""
 
     backend: str = "auto"
 
@@ -119,27 +162,22 @@ class Siren(_BackendMixin, nn.Module):
         compile_chunks: bool | None = None,
     ):
         super().__init__()
-        _check_sizes(in_features=in_features, hidden_features=hidden_features,
-                     out_features=out_features)
-        if not _is_int(hidden_layers) or hidden_layers < 0:
-            raise ValueError(f"hidden_layers must be a whole number >= 0, got {hidden_layers!r}")
+        specs = siren_layers(in_features, hidden_features, hidden_layers, out_features,
+                             outermost_linear, first_omega_0, hidden_omega_0)
         self.in_features, self.out_features = in_features, out_features
         self.outermost_linear = outermost_linear
         self.recompute = recompute
         self.compile_chunks = compile_chunks
-        layers: list[nn.Module] = [
-            SineLayer(in_features, hidden_features, is_first=True, omega_0=first_omega_0)
-        ]
-        for _ in range(hidden_layers):
-            layers.append(SineLayer(hidden_features, hidden_features, omega_0=hidden_omega_0))
-        if outermost_linear:
-            final = nn.Linear(hidden_features, out_features)
-            bound = sine_init_bound(hidden_features, hidden_omega_0, is_first=False)
-            with torch.no_grad():
-                final.weight.uniform_(-bound, bound)
-            layers.append(final)
-        else:
-            layers.append(SineLayer(hidden_features, out_features, omega_0=hidden_omega_0))
+        layers: list[nn.Module] = []
+        for spec in specs:
+            if spec.sine:
+                layers.append(SineLayer(spec.fan_in, spec.fan_out, is_first=spec.is_first,
+                                        omega_0=spec.omega))
+            else:
+                final = nn.Linear(spec.fan_in, spec.fan_out)
+                with torch.no_grad():
+                    final.weight.uniform_(-spec.weight_bound, spec.weight_bound)
+                layers.append(final)
         self.net = nn.Sequential(*layers)
         self.to(backend=backend)
 
@@ -167,6 +205,106 @@ class Siren(_BackendMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return (f"backend={self.backend!r}, recompute={self.recompute}, "
+                f"compile_chunks={self.compile_chunks}")
+
+
+class BatchedSiren(_BackendMixin, nn.Module):
+    """``n_networks`` independent SIRENs of one architecture (the other arguments as ``Siren``'s),
+    trained together through the batched-weights path.
+
+    Each parameter carries a leading batch dimension (``weights.{l}`` [B, out, in], ``biases.{l}``
+    [B, out]), and ``jet`` is one ``siren_jet`` call for all B networks: one fused call per step
+    for a whole batch of signals, never a Python loop over them. Network i is exactly the
+    ``Siren`` that ``siren(i)`` returns, with the same initialisation distribution.
+    """
+
+    def __init__(
+        self,
+        n_networks: int,
+        in_features: int,
+        hidden_features: int,
+        hidden_layers: int,
+        out_features: int,
+        outermost_linear: bool = True,
+        first_omega_0: float = 30.0,
+        hidden_omega_0: float = 30.0,
+        backend: str = "auto",
+        compile_chunks: bool | None = None,
+    ):
+        super().__init__()
+        _check_sizes(n_networks=n_networks)
+        specs = siren_layers(in_features, hidden_features, hidden_layers, out_features,
+                             outermost_linear, first_omega_0, hidden_omega_0)
+        self.n_networks = n_networks
+        self.kwargs = {
+            "in_features": in_features, "hidden_features": hidden_features,
+            "hidden_layers": hidden_layers, "out_features": out_features,
+            "outermost_linear": outermost_linear, "first_omega_0": float(first_omega_0),
+            "hidden_omega_0": float(hidden_omega_0),
+        }
+        self.outermost_linear = outermost_linear
+        self.compile_chunks = compile_chunks
+        self.omegas = [spec.omega for spec in specs]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for spec in specs:  # Siren's initialisation, network by network
+            b_bound = 1.0 / spec.fan_in**0.5  # nn.Linear's default bias
+            self.weights.append(nn.Parameter(
+                torch.empty(n_networks, spec.fan_out, spec.fan_in).uniform_(
+                    -spec.weight_bound, spec.weight_bound)))
+            self.biases.append(nn.Parameter(
+                torch.empty(n_networks, spec.fan_out).uniform_(-b_bound, b_bound)))
+        self.to(backend=backend)
+
+    @classmethod
+    def from_sirens(cls, sirens: list[Siren], compile_chunks: bool | None = None
+                    ) -> BatchedSiren:
+        """Stack trained or fresh ``Siren``s of one architecture (on the first one's backend)."""
+        first = sirens[0]
+        weights, _, omegas = first.layer_parameters()
+        model = cls(len(sirens), first.in_features, weights[0].shape[0], len(weights) - 2,
+                    first.out_features, first.outermost_linear, omegas[0],
+                    omegas[1] if len(omegas) > 2 else 30.0, first.backend, compile_chunks)
+        with torch.no_grad():
+            for l in range(len(weights)):
+                model.weights[l].copy_(torch.stack([s.layer_parameters()[0][l] for s in sirens]))
+                model.biases[l].copy_(torch.stack([s.layer_parameters()[1][l] for s in sirens]))
+        return model
+
+    def siren(self, index: int) -> Siren:
+        """Network ``index`` as a ``Siren`` (a copy)."""
+        if not -self.n_networks <= index < self.n_networks:
+            raise IndexError(f"network index {index} out of range for {self.n_networks}")
+        model = Siren(**self.kwargs, backend=self.backend, compile_chunks=self.compile_chunks)
+        weights, biases, _ = model.layer_parameters()
+        with torch.no_grad():
+            for l in range(len(weights)):
+                weights[l].copy_(self.weights[l][index])
+                biases[l].copy_(self.biases[l][index])
+        return model.to(self.weights[0].device, self.weights[0].dtype)
+
+    def jet(self, x: torch.Tensor, order: int = 2, hessian_diag: bool = False) -> Jet:
+        """Jets of all networks: x [B, N, d] (or [N, d] shared) -> value [B, N, out], ..."""
+        return siren_jet(x, list(self.weights), list(self.biases), self.omegas, order,
+                         self.outermost_linear, self.backend, hessian_diag=hessian_diag,
+                         compile_chunks=self.compile_chunks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.jet(x, order=0).value
+
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Clip each network's gradient norm separately (a joint norm would couple networks
+        that are meant to train independently); returns the B norms before clipping."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norms = torch.stack([g.reshape(self.n_networks, -1).square().sum(1) for g in grads])
+        norms = norms.sum(0).sqrt()
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+        return norms
+
+    def extra_repr(self) -> str:
+        return (f"n_networks={self.n_networks}, {self.kwargs}, backend={self.backend!r}, "
                 f"compile_chunks={self.compile_chunks}")
 
 

@@ -10,6 +10,7 @@ from torch import nn
 import fastsiren as fs
 from fastsiren import env, reference
 from fastsiren.dispatch import resolve
+from fastsiren.modules import BatchedSiren
 
 
 @pytest.mark.parametrize("is_first,in_features", [(True, 3), (False, 100)])
@@ -118,6 +119,30 @@ def test_module_backend_switch(gen):
         model.to(backend="fast")
 
 
+def test_batched_siren_switches_backend_like_siren(gen):
+    model = BatchedSiren(3, 2, 8, 1, 1, compile_chunks=False).double()
+    x = torch.rand(3, 7, 2, generator=gen, dtype=torch.float64)
+    fast = model.jet(x).lap
+    assert model.to(backend="reference") is model and model.backend == "reference"
+    assert_rel_close(fast, model.jet(x).lap, 1e-10, "lap")
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        model.to(backend="fast")
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        BatchedSiren(3, 2, 8, 1, 1, backend="fast")
+
+
+def test_batched_siren_network_i_is_a_siren(gen):
+    model = BatchedSiren(3, 2, 8, 1, 2, outermost_linear=False, backend="torch",
+                         compile_chunks=False).double()
+    x = torch.rand(5, 2, generator=gen, dtype=torch.float64)
+    single = model.siren(1)
+    assert type(single) is fs.Siren and single.compile_chunks is False
+    assert single.backend == "torch" and single.outermost_linear is False
+    assert_rel_close(model.jet(x).lap[1], single.jet(x).lap, 1e-13, "lap")
+    restacked = BatchedSiren.from_sirens([model.siren(i) for i in range(3)]).double()
+    assert_rel_close(restacked.jet(x).value, model.jet(x).value, 1e-13, "value")
+
+
 @pytest.fixture
 def model():
     return fs.Siren(2, 16, 1, 1, outermost_linear=True)
@@ -171,8 +196,11 @@ def test_functional_argument_errors():
         (lambda: fs.Siren(2, 16, -1, 1), "hidden_layers"),
         (lambda: fs.Siren(2, 16.5, 1, 1), "hidden_features"),
         (lambda: fs.SineLayer(3, 0), "out_features"),
+        (lambda: BatchedSiren(0, 2, 16, 1, 1), "n_networks"),
+        (lambda: BatchedSiren(2, 2, 16, -1, 1), "hidden_layers"),
     ],
-    ids=["in0", "hidden0", "out0", "layers-1", "float-width", "sine-layer-out0"],
+    ids=["in0", "hidden0", "out0", "layers-1", "float-width", "sine-layer-out0", "batched-nets0",
+         "batched-layers-1"],
 )
 def test_bad_sizes_raise_clear_errors(make, match):
     with pytest.raises(ValueError, match=rf"^{match} must be a whole number >= [01], got"):

@@ -63,3 +63,26 @@ def test_every_subpackage_is_installed():
             rel = init.parent.relative_to(root / top).parts
             found.add(".".join((remap[top], *rel)))
     assert found == set(config["packages"]), "pyproject [tool.setuptools] packages out of date"
+
+
+def test_import_loads_the_engine_alone():
+    # The fit loop and the tasks (matplotlib, data readers) load on first use of fastsiren.fit.
+    probe = (
+        "import sys, fastsiren as fs; "
+        "early = sorted(m for m in sys.modules if m.startswith(('fastsiren.fit', "
+        "'fastsiren.tasks', 'fastsiren.cli'))); "
+        "fs.fit; "
+        "print(early, 'fastsiren.fit.loop' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["[]", "True"], out
+
+
+def test_version_is_the_one_pyproject_declares():
+    import pathlib
+
+    tomllib = __import__("pytest").importorskip("tomllib")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert fastsiren.__version__ == declared

@@ -32,7 +32,7 @@ def parse_context(text: str):
 def load_hypernet(path: str | Path, device: str = "cpu"):
     """(model, settings) of a ``fit hypernet`` run folder or checkpoint file."""
     from ..errors import InputError
-    from ..fit import load_checkpoint
+    from ..checkpoint import load_checkpoint
     from ..hypernet import NeuralProcessHypernet
 
     state = load_checkpoint(path, map_location=device)

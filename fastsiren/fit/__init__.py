@@ -1,5 +1,6 @@
-"""Fitting: the one loop every task shares (``loop``), its checkpoints (``checkpoint``) and the
-batched model of many-signal fits (``models``).
+"""Fitting: the one loop every task shares (``loop``), with the checkpoint files it writes
+(``fastsiren.checkpoint``), the model registry that reads them back (``fastsiren.registry``) and
+the batched model of many-signal fits (``fastsiren.modules.BatchedSiren``) re-exported here.
 
 ``fastsiren.fit`` is also callable: ``fs.fit("image", "photo.png", steps=500)`` is
 ``fastsiren.fit.fit(...)`` (see ``loop.fit``), so the package and the function share one name.
@@ -8,9 +9,10 @@ batched model of many-signal fits (``models``).
 import sys
 import types
 
-from .checkpoint import load_checkpoint, load_model, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..modules import BatchedSiren
+from ..registry import load_model
 from .loop import FitInterrupted, FitResult, fit
-from .models import BatchedSiren
 
 __all__ = ["BatchedSiren", "FitInterrupted", "FitResult", "fit", "load_checkpoint",
            "load_model", "save_checkpoint"]

@@ -11,7 +11,7 @@ The run folder (``out``) holds everything needed to understand and redo a run, u
 
     settings.json   the resolved settings (device-dependent defaults filled in)
     log.jsonl       one JSON line per logged step: step, loss, the task's scalars, seconds
-    checkpoint.pt   model, optimizer, step and RNG state (``fastsiren.fit.checkpoint``)
+    checkpoint.pt   model, optimizer, step and RNG state (``fastsiren.checkpoint``)
     metrics.json    final metrics, settings, data, wall time, points/s, backend, device, versions
     curve.png       loss (and the task's progress metric) against the step
     ...             the task's own outputs
@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..tasks import FitContext, FitSettings, Task, get_task
 from ..tasks.base import settings_from_kwargs
 from . import distributed
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .report import Log, backend_name, device_name, plot_curve, versions, write_json
 
 __all__ = ["FitInterrupted", "FitResult", "fit"]

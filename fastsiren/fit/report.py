@@ -61,7 +61,7 @@ def device_name(device: torch.device) -> str:
 
 
 def versions() -> dict[str, str]:
-    from .. import __version__
+    from .._version import __version__
 
     found = {"fastsiren": __version__, "torch": torch.__version__,
              "python": platform.python_version()}

@@ -48,6 +48,7 @@ from torch import nn
 
 from ..functional import siren_jet
 from ..jet import Jet
+from ..jet_ops import check_name
 from ..modules import Siren
 from ..reference.siren import sine_init_bound
 
@@ -335,6 +336,7 @@ class NeuralProcessHypernet(nn.Module):
         siren_hidden_features, siren_hidden_layers, omega_0, first_omega_0: the predicted
             SIREN (the official one: 256 features, 3 hidden layers, omega_0 = 30 everywhere).
         backend: engine backend of the predicted SIRENs ("auto", "torch", "triton").
+        compile_chunks: ``fastsiren.siren_jet``'s option of that name for the predicted SIRENs.
     """
 
     def __init__(self, channels: int = 3, resolution: tuple[int, int] = (32, 32),
@@ -342,15 +344,16 @@ class NeuralProcessHypernet(nn.Module):
                  latent_dim: int = 256, hyper_hidden_features: int = 256,
                  hyper_hidden_layers: int = 1, siren_hidden_features: int = 256,
                  siren_hidden_layers: int = 3, omega_0: float = 30.0,
-                 first_omega_0: float = 30.0, backend: str = "auto"):
+                 first_omega_0: float = 30.0, backend: str = "auto",
+                 compile_chunks: bool | None = None):
         super().__init__()
         if encoder not in ("set", "conv"):
             raise ValueError(f"encoder must be 'set' or 'conv', got {encoder!r}")
         if heads not in ("official", "lowrank"):
             raise ValueError(f"heads must be 'official' or 'lowrank', got {heads!r}")
         self.resolution = tuple(resolution)
-        self.backend = backend
-        self.compile_chunks: bool | None = None  # as fs.Siren's (not a constructor argument)
+        self.backend = check_name(backend, "backend argument")
+        self.compile_chunks = compile_chunks
         self.spec = SirenSpec(2, siren_hidden_features, siren_hidden_layers, channels, omega_0,
                               first_omega_0)
         if encoder == "set":

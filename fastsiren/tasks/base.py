@@ -27,7 +27,7 @@ The loop owns the rest: seeding, device and backend, Adam at ``settings.lr``, gr
 progress, the JSON-lines log, checkpoints and resume, Ctrl-C, ``metrics.json`` and the curve.
 A task never names a backend and never differentiates with autograd: it gets the jet it asked
 for. Batched tasks (many signals, hypernetworks) return a model whose ``jet`` takes a leading batch
-dimension (``BatchedSiren`` in ``fastsiren.fit.models``, or override ``jet``/``build_model``);
+dimension (``BatchedSiren`` in ``fastsiren.modules``, or override ``jet``/``build_model``);
 the loop does not care.
 
 Processes are the loop's business; a task never knows how many run it. Under ``torchrun`` the
@@ -273,7 +273,7 @@ class Task:
     # -- the model ---------------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the ``fs.Siren`` this task fits (stored in checkpoints, so
-        ``fastsiren.fit.load_model`` rebuilds it in one call)."""
+        ``fastsiren.load_model`` rebuilds it in one call)."""
         s = self.settings
         return {
             "in_features": self.in_features, "hidden_features": s.width,
@@ -283,12 +283,10 @@ class Task:
         }
 
     def build_model(self) -> nn.Module:
-        from ..fit.checkpoint import build_model
+        from ..registry import build_model
 
-        model = build_model(self.model_class, self.model_kwargs()).to(
-            backend=self.settings.backend)
-        model.compile_chunks = self.settings.compile_chunks
-        return model
+        return build_model(self.model_class, self.model_kwargs(), backend=self.settings.backend,
+                           compile_chunks=self.settings.compile_chunks)
 
     def jet(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> Jet:
         """The jet the loss needs at ``batch["coords"]``."""

@@ -182,8 +182,8 @@ class HypernetTask(Task):
         }
 
     def build_model(self) -> nn.Module:
-        model = NeuralProcessHypernet(**self.model_kwargs(), backend=self.settings.backend)
-        model.compile_chunks = self.settings.compile_chunks
+        model = NeuralProcessHypernet(**self.model_kwargs(), backend=self.settings.backend,
+                                      compile_chunks=self.settings.compile_chunks)
         return model
 
     # -- one step ----------------------------------------------------------------------------

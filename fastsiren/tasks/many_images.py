@@ -31,9 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fit.models import BatchedSiren
 from ..jet import Jet
-from ..modules import Siren
+from ..modules import BatchedSiren, Siren
 from .base import FitContext, Task
 from .common import evaluate_on_grid, load_pixels, pixel_grid, psnr_tensor
 from .image_common import (
@@ -102,9 +101,8 @@ class ManyImagesTask(Task):
         for _ in self.images:
             torch.manual_seed(self.settings.seed)  # the draw of a single-image fit
             sirens.append(Siren(**kwargs))
-        model = BatchedSiren.from_sirens(sirens).to(backend=self.settings.backend)
-        model.compile_chunks = self.settings.compile_chunks
-        return model
+        return BatchedSiren.from_sirens(sirens, self.settings.compile_chunks).to(
+            backend=self.settings.backend)
 
     # -- training ---------------------------------------------------------------------------
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -111,7 +111,8 @@ def load_shape_field(run: str | Path, device: str | torch.device = "cpu"):
     """The fitted field of an sdf or occupancy run for meshing: ``(field, level, inside,
     normalization)``, where ``normalization`` (None if the run folder has no
     ``normalization.json``) maps the mesh back to input units."""
-    from ..fit.checkpoint import checkpoint_path, load_checkpoint, load_model
+    from ..checkpoint import checkpoint_path, load_checkpoint
+    from ..registry import load_model
 
     state = load_checkpoint(run, device)
     task = state.get("task")

@@ -1,12 +1,14 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, and a fitted model back in one call.
+"""Checkpoint files: atomic writes and ``weights_only`` reads.
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists), so ``torch.load(path,
-weights_only=True)`` reads it without running pickled code::
+weights_only=True)`` reads it without running pickled code. The fit loop writes::
 
     format          CHECKPOINT_FORMAT
     task            the task's name; settings: its settings as a dict
     step            optimizer steps completed
-    model_class     "Siren" or "BatchedSiren"; model_kwargs: their constructor arguments
+    model_class     the model's class name ("Siren", "BatchedSiren", "NeuralProcessHypernet";
+                    ``fastsiren.registry`` turns it back into a model); model_kwargs: its
+                    constructor arguments
     model           the model's state_dict; optimizer: Adam's state_dict
     rng             {"generator": sampling generator state, "torch": CPU RNG, "cuda": CUDA RNG}
     train_seconds   time spent in steps so far; points: coordinates evaluated so far
@@ -25,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..errors import InputError
+from fastsiren.errors import InputError
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "load_checkpoint", "load_model",
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "checkpoint_path", "load_checkpoint",
            "save_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
@@ -70,33 +71,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise InputError(f"{file}: not a fastsiren fit checkpoint (format "
                          f"{CHECKPOINT_FORMAT} expected)")
     return state
-
-
-def build_model(model_class: str, model_kwargs: dict[str, Any]) -> nn.Module:
-    """An untrained model of a class a checkpoint names."""
-    from ..modules import Siren
-    from .models import BatchedSiren
-
-    classes = {"Siren": Siren, "BatchedSiren": BatchedSiren}
-    if model_class not in classes:
-        raise InputError(f"model class {model_class!r} cannot be rebuilt by load_model; "
-                         f"expected one of {sorted(classes)}")
-    return classes[model_class](**model_kwargs)
-
-
-def load_model(path: str | Path, index: int | None = None,
-               map_location: str | torch.device = "cpu") -> nn.Module:
-    """The fitted network of a run, ready to evaluate at any coordinates.
-
-    ``path`` is a run folder (``--out DIR``) or a checkpoint file. A single-signal run gives a
-    ``fs.Siren``; a batched run (a folder of images) gives its ``BatchedSiren``, or with
-    ``index=i`` the ``fs.Siren`` of signal i. The model is in eval mode on ``map_location``.
-    """
-    state = load_checkpoint(path, map_location)
-    model = build_model(state["model_class"], state["model_kwargs"])
-    model.load_state_dict(state["model"])
-    if index is not None:
-        if not hasattr(model, "siren"):
-            raise InputError(f"{path}: index={index} given but the run fitted a single signal")
-        model = model.siren(index)
-    return model.to(map_location).eval()
