@@ -22,6 +22,9 @@ Triton kernels:
   "tf32" (``fastsiren.kernels.precision``, which checks the name).
 - ``FASTSIREN_POISON``: "1" fills every fresh kernel output with NaN, so a tile a kernel forgot
   to write fails a comparison (tests set it).
+- ``FASTSIREN_ALL_CONFIGS``: "1" has the GPU test tier run every kept autotune config of each
+  kernel once against the torch backend (``tests/test_triton_configs.py``), not only the one
+  autotuning picks.
 
 Processes (set by ``torchrun``; ``torchrun_ranks``):
 
@@ -50,6 +53,7 @@ FUSED_NETWORK = "FASTSIREN_FUSED_NETWORK"
 TRITON_INTERPRET = "TRITON_INTERPRET"
 INPUT_PRECISION = "FASTSIREN_INPUT_PRECISION"
 POISON = "FASTSIREN_POISON"
+ALL_CONFIGS = "FASTSIREN_ALL_CONFIGS"
 RANK, WORLD_SIZE, LOCAL_RANK = "RANK", "WORLD_SIZE", "LOCAL_RANK"
 INDUCTOR_CACHE_DIR = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -116,6 +120,11 @@ def input_precision() -> str | None:
 def poison() -> bool:
     """``FASTSIREN_POISON``: whether fresh kernel outputs are filled with NaN."""
     return _flag(POISON)
+
+
+def all_configs() -> bool:
+    """``FASTSIREN_ALL_CONFIGS``: whether the GPU tier checks every kept config of each kernel."""
+    return _flag(ALL_CONFIGS)
 
 
 def _whole_number(name: str, default: int, minimum: int) -> int:
