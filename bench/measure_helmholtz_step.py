@@ -6,8 +6,9 @@ official batch of 230² = 52900 points with 100 of them near the source, k = 20,
 
 - fastsiren: one jet of order 2 with ``hessian_diag=True`` (value, gradient, per-axis second
   derivatives), ``physics.helmholtz_residual``, the hand-derived backward;
-- reference: ``fastsiren.reference.Siren`` and ``physics.helmholtz_residual_autograd``, the official
-  divergence form by nested autograd (``create_graph=True`` everywhere).
+- reference: ``fastsiren.reference.Siren`` and
+  ``fastsiren.reference.physics.helmholtz_residual_autograd``, the official divergence form by
+  nested autograd (``create_graph=True`` everywhere).
 
 The two residuals are checked to agree before timing. Prints the median wall time of a step, its
 spread, the peak memory of one step (CUDA allocator statistics, or the CPU profiler's allocation
@@ -25,6 +26,7 @@ import time
 
 import torch
 from fastsiren.reference import Siren as RefSiren
+from fastsiren.reference import physics as reference_physics
 
 import fastsiren as fs
 from fastsiren import physics
@@ -55,7 +57,7 @@ def fast_residual(model, xy, slowness2):
 
 def autograd_residual(model, xy, slowness2):
     x = xy.clone().requires_grad_(True)
-    return physics.helmholtz_residual_autograd(model(x), x, K, slowness2, physics.Pml())
+    return reference_physics.helmholtz_residual_autograd(model(x), x, K, slowness2, physics.Pml())
 
 
 def time_step(step, device, reps, min_time):

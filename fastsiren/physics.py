@@ -7,7 +7,8 @@ source on [-1, 1]², and the wave equation with a Gaussian initial pulse on (t, 
 take one jet of the network, order 2 with ``hessian_diag=True`` (value, gradient and per-axis second
 derivatives from one forward pass), never nested autograd. ``fastsiren.tasks.helmholtz`` and
 ``fastsiren.tasks.wave`` compose these pieces with the shared fit loop; the tests compare every
-residual with the same one computed by autograd on ``fastsiren.reference`` in float64.
+residual with its twin computed the official way, by nested autograd
+(``fastsiren.reference.physics``), in float64.
 
 Helmholtz (complex field u = u_re + i u_im, the network's two outputs)::
 
@@ -45,7 +46,6 @@ __all__ = [
     "helmholtz_green",
     "helmholtz_loss",
     "helmholtz_residual",
-    "helmholtz_residual_autograd",
     "sample_disk",
     "sample_helmholtz_points",
     "sample_wave_points",
@@ -53,7 +53,6 @@ __all__ = [
     "standing_wave",
     "wave_loss",
     "wave_residual",
-    "wave_residual_autograd",
 ]
 
 # The official experiments' constants (dataio.SingleHelmholtzSource, dataio.WaveSource).
@@ -382,46 +381,3 @@ def standing_wave(txy: torch.Tensor, modes=(2, 2), speed: float = 1.0, amplitude
     t, x, y = txy[..., 0], txy[..., 1], txy[..., 2]
     shape = torch.cos(math.pi * m * x) * torch.cos(math.pi * n * y)
     return amplitude * shape * torch.cos(omega * t)
-
-
-# --- reference twins: the official formulation by nested autograd (tests and benchmarks) -------
-
-
-def helmholtz_residual_autograd(
-    y: torch.Tensor, x: torch.Tensor, wavenumber: float, slowness2: torch.Tensor, pml: Pml
-) -> torch.Tensor:
-    """The residual of ``helmholtz_residual``, computed as the official ``helmholtz_pml`` does:
-    y [N, 2] = f(x) with x [N, 2] requiring grad, the divergence form ∂x(A ∂x u) differentiated by
-    autograd through the coefficients (the official clamp-based distances into the layer), every
-    derivative with ``create_graph=True``. Slow on purpose: the truth for tests and the baseline
-    of the benchmark."""
-    from .reference import diff_operators
-
-    def stretch(c):  # e = 1 − i s/k, s = k a0 ((d_lo/L)² + (d_hi/L)²)
-        d_lo, d_hi = -torch.clamp(c + pml.inner, max=0), torch.clamp(c - pml.inner, min=0)
-        s = pml.strength * ((d_lo / pml.width) ** 2 + (d_hi / pml.width) ** 2)
-        return torch.complex(torch.ones_like(s), -s)
-
-    du = diff_operators.jacobian(y, x)  # [N, 2 outputs, 2 coordinates]
-    ex, ey = stretch(x[:, 0]), stretch(x[:, 1])
-    flux_x = ey / ex * torch.complex(du[:, 0, 0], du[:, 1, 0])
-    flux_y = ex / ey * torch.complex(du[:, 0, 1], du[:, 1, 1])
-
-    def d_dx(z, axis):  # ∂/∂x_axis of a complex per-point field
-        parts = [diff_operators.gradient(p[:, None], x)[:, axis] for p in (z.real, z.imag)]
-        return torch.complex(*parts)
-
-    u = torch.complex(y[:, 0], y[:, 1])
-    return d_dx(flux_x, 0) + d_dx(flux_y, 1) + ex * ey * slowness2 * wavenumber**2 * u
-
-
-def wave_residual_autograd(
-    y: torch.Tensor, x: torch.Tensor, speed2: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(residual, u_t) of ``wave_residual`` computed as the official ``wave_pml`` does: y [N, 1]
-    = f(x) with x [N, 3] = (t, x, y) requiring grad; the Jacobian of the gradient by autograd."""
-    from .reference import diff_operators
-
-    du = diff_operators.jacobian(y, x)  # [N, 1, 3]
-    hess = diff_operators.jacobian(du[:, 0, :], x)  # [N, 3, 3]
-    return hess[:, 0, 0] - speed2 * (hess[:, 1, 1] + hess[:, 2, 2]), du[:, 0, 0]
