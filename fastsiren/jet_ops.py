@@ -49,20 +49,8 @@ class JetOps(Protocol):
       w   [B, M, K]     weights in nn.Linear layout;   b [B, M] or None
       G   [B, R, N, M]  the scaled pre-activation jet;   out [B, R, N, M] the output jet
 
-    Math. With omega folded into the matmul, a sine layer computes for all slabs at once
-    ``G = S (omega W)^T`` plus ``omega b`` on the value slab: u = G_0 = omega h,
-    g_i = G_i = omega Jh_i, g_L = omega Lh. With s = sin u, c = cos u::
-
-        z' = s      J'_i = c g_i      L' = c g_L - s sum_i g_i^2    (per axis: c g_Li - s g_i^2)
-
-    and its VJP, given cotangents (z̄', J̄'_i, L̄')::
-
-        ū   = c z̄' - s sum_i J̄'_i g_i - L̄' (s g_L + c sum_i g_i^2)
-        ḡ_i = c J̄'_i - 2 s L̄' g_i          ḡ_L = c L̄'
-        W̄ = omega Ḡ^T S (one matmul over the stacked slabs)   b̄ = omega sum_n ū   S̄ = Ḡ (omega W)
-
-    The first layer's input is x itself (J = I, L = 0): g_i = omega W[:, i] is one vector per
-    coordinate, g_L = 0, and its jets need no matmul. The final linear layer is the matmul alone.
+    The math of each op (the jet recurrence of a sine layer with omega folded into the matmul,
+    and its VJP) is in ``fastsiren.sine_jet``'s docstring.
     """
 
     def points_per_chunk(self, n_points: int, rows: int, width: int, like: torch.Tensor) -> int:

@@ -96,8 +96,8 @@ class SineLayer(_BackendMixin, nn.Module):
 
     Args:
         in_features, out_features, bias: as ``nn.Linear`` (kept as ``self.linear``).
-        is_first: first layer of a SIREN (``W ~ U(-1/in, 1/in)``) or a later one
-            (``W ~ U(-sqrt(6/in)/omega_0, sqrt(6/in)/omega_0)``).
+        is_first: first layer of a SIREN or a later one, which sets the weights' initial range
+            (``fastsiren.reference.siren``).
         omega_0: frequency factor; it multiplies the bias too.
         backend: "auto", "torch", "triton" or "reference".
     """

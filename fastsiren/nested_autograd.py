@@ -12,14 +12,10 @@ result is the same first derivative as the fast backward, and autograd can take 
 derivative through it (Laplacians of the gradient, Hessian-vector products on the weights).
 This works on every backend: the Triton one falls back to these torch ops.
 
-The recurrences are those of ``fastsiren.sine_jet`` (see its docstring), per sine layer, with
-G = S (omega W)^T, u = G_0 + omega b, s = sin u, c = cos u::
-
-    z' = s        J'_i = c g_i        L' = c g_L - s sum_i g_i^2    (per axis: c g_Li - s g_i^2)
-
-and for the first layer (S = (x, I, 0)) g_i = omega W[:, i], g_L = 0. Cost: one more forward of
-the network with autograd recording, then autograd's own backward; no chunking (this path holds
-the whole graph, as nested autograd on the reference does).
+The recurrences are the forward ones of ``fastsiren.sine_jet`` (stated in its docstring),
+written out of place. Cost: one more forward of the network with autograd recording, then
+autograd's own backward; no chunking (this path holds the whole graph, as nested autograd on
+the reference does).
 """
 
 from __future__ import annotations

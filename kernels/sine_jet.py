@@ -1,7 +1,7 @@
 r"""SIREN jet layers as fused Triton kernels: the ``triton`` backend's ops module.
 
 Same functions, signatures, shapes and semantics as ``fastsiren.sine_jet`` (the torch backend,
-which is the executable specification); ``fastsiren.function.SirenJetFunction`` chains either.
+which is the executable specification); ``fastsiren.jet_function.SirenJetFunction`` chains either.
 This module only gathers the ops; each kernel family lives in its own module:
 
   ``first_layer``   the first sine layer on the coordinates (closed-form jets), forward + VJP
