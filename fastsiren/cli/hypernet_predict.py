@@ -31,22 +31,21 @@ def parse_context(text: str):
 
 def load_hypernet(path: str | Path, device: str = "cpu"):
     """(model, settings) of a ``fit hypernet`` run folder or checkpoint file."""
-    from ..errors import InputError
     from ..checkpoint import load_checkpoint
-    from ..hypernet import NeuralProcessHypernet
+    from ..errors import InputError
+    from ..registry import model_from_checkpoint
 
     state = load_checkpoint(path, map_location=device)
     if state.get("task") != "hypernet":
         raise InputError(f"{path}: a checkpoint of task {state.get('task')!r}, not of "
                          "'fastsiren fit hypernet'")
-    model = NeuralProcessHypernet(**state["model_kwargs"])
     try:
-        model.load_state_dict(state["model"])
+        model = model_from_checkpoint(state, map_location=device)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise InputError(f"{path}: the weights do not fit the hypernetwork it names "
                          f"({first})") from None
-    return model.to(device).eval(), state["settings"]
+    return model, state["settings"]
 
 
 def _predict(args: argparse.Namespace) -> int:

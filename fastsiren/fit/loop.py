@@ -37,11 +37,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ..errors import InputError
 from ..tasks import FitContext, FitSettings, Task, get_task
 from ..tasks.base import settings_from_kwargs
 from . import distributed
-from ..checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .report import Log, backend_name, device_name, plot_curve, versions, write_json
 
 __all__ = ["FitInterrupted", "FitResult", "fit"]

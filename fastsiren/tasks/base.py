@@ -88,6 +88,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..jet import Jet
+from ..registry import build_model
 
 __all__ = ["FitContext", "FitSettings", "Task", "device_defaults", "load_class", "setting"]
 
@@ -283,8 +284,7 @@ class Task:
         }
 
     def build_model(self) -> nn.Module:
-        from ..registry import build_model
-
+        """An untrained ``model_class`` from ``model_kwargs`` on the settings' backend."""
         return build_model(self.model_class, self.model_kwargs(), backend=self.settings.backend,
                            compile_chunks=self.settings.compile_chunks)
 

@@ -1,7 +1,9 @@
-"""What several tasks share: coordinate grids, chunked evaluation of a fitted network on a grid,
-random batch sampling, PSNR and relative error, and labelled pictures.
+"""What several tasks share: built-in data, coordinate grids, chunked evaluation of a fitted
+network on a grid, random batch sampling, PSNR and relative error, and pictures.
 
-Tasks import this module, ``tasks.base`` and the engine; never each other.
+A task imports ``tasks.base``, this module, the helpers of its family (``tasks.image_common`` for
+image and its many-images form, ``tasks.shapes`` for sdf and occupancy), ``fastsiren.io`` and the
+engine; never another task.
 """
 
 from __future__ import annotations

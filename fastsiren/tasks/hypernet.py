@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..hypernet import Context, NeuralProcessHypernet, hypernetwork_loss
+from ..hypernet import Context, hypernetwork_loss
 from ..hypernet.data import (
     builtin_images,
     half_context,
@@ -180,11 +180,6 @@ class HypernetTask(Task):
             "siren_hidden_features": s.width, "siren_hidden_layers": s.depth,
             "omega_0": s.omega0, "first_omega_0": s.first_omega0,
         }
-
-    def build_model(self) -> nn.Module:
-        model = NeuralProcessHypernet(**self.model_kwargs(), backend=self.settings.backend,
-                                      compile_chunks=self.settings.compile_chunks)
-        return model
 
     # -- one step ----------------------------------------------------------------------------
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import checkpoint_path, load_checkpoint
 from ..errors import InputError
 from ..io.pointcloud import Normalization
+from ..registry import model_from_checkpoint
 from .common import pyplot, save_figure
 
 __all__ = [
@@ -111,15 +113,12 @@ def load_shape_field(run: str | Path, device: str | torch.device = "cpu"):
     """The fitted field of an sdf or occupancy run for meshing: ``(field, level, inside,
     normalization)``, where ``normalization`` (None if the run folder has no
     ``normalization.json``) maps the mesh back to input units."""
-    from ..checkpoint import checkpoint_path, load_checkpoint
-    from ..registry import load_model
-
     state = load_checkpoint(run, device)
     task = state.get("task")
     if task not in ("sdf", "occupancy"):
         raise InputError(f"{run}: a checkpoint of the {task!r} task is not a shape; meshing "
                          "takes an sdf or occupancy run")
-    model = load_model(run, map_location=device)
+    model = model_from_checkpoint(state, map_location=device)
     file = checkpoint_path(run).parent / NORMALIZATION_NAME
     normalization = Normalization.from_dict(json.loads(file.read_text())) if file.is_file() \
         else None
