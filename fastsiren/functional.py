@@ -117,7 +117,8 @@ def siren_jet(
         backend: "auto", "torch", "triton" or "reference" (see ``fastsiren.jet_ops``).
         compile_chunks: torch backend: run each chunk of points through one ``torch.compile``
             graph (``fastsiren.jet_function``): seconds to a minute once per shape, faster calls
-            after, so for fits of many steps. None reads ``$FASTSIREN_COMPILE`` (default off).
+            after, so for fits of many steps. None takes the run-wide default
+            (``$FASTSIREN_COMPILE``, off when unset).
 
     Returns:
         ``Jet`` with value [..., N, out], grad [..., N, out, d], lap [..., N, out].

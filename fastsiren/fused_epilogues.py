@@ -1,5 +1,5 @@
 r"""The torch backend's elementwise epilogues in a form ``torch.compile`` fuses: the compiled
-variant of the torch backend (``FASTSIREN_COMPILE=1``).
+variant of the torch backend (``compile_chunks=True``).
 
 The math is ``fastsiren.sine_jet``'s (its docstring); only the form differs. The eager epilogues
 (``fastsiren.sine_jet.EagerEpilogues``) write each slab into preallocated buffers and in place,
@@ -71,7 +71,8 @@ class FusedEpilogues:
         return torch.stack(slabs, 1)
 
     @staticmethod
-    def saved_preact(G):
+    def as_kept(G):
+        """G as ``sine_forward`` keeps it: u in slab 0, unchanged."""
         return G
 
     @staticmethod

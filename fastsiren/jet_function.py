@@ -15,7 +15,7 @@ memory, one more matmul per layer.
 Backward under ``create_graph=True`` (nested autograd through the model) cannot use the hand VJP,
 whose inputs were saved without a graph; it goes through ``fastsiren.nested_autograd`` instead.
 
-Compiled chunks (torch backend, ``FASTSIREN_COMPILE=1``): the per-chunk forward and backward
+Compiled chunks (torch backend, ``compile_chunks=True``): the per-chunk forward and backward
 are plain tensor functions, so with the ops' epilogues in their traceable form
 (``fastsiren.fused_epilogues``) ``torch.compile`` turns each into one graph, matmuls and fused
 elementwise loops with planned buffers; the Function, its chunking and its saved tensors stay

@@ -178,7 +178,7 @@ class EagerEpilogues:
       [B, d, M]; at order 0 with ``for_backward=False`` the second value is u itself.
     - ``sine_forward(G, layout, for_backward) -> out``, leaving in G what ``sine_backward`` reads
       (here cos u over u in slab 0, at order 0 only when ``for_backward``).
-    - ``saved_preact(G) -> G``: a fresh matmul output made into what ``sine_forward`` leaves.
+    - ``as_kept(G) -> G``: a fresh matmul output made into what ``sine_forward`` keeps in G.
     - ``sine_backward(grad_out, G, s, layout) -> Ḡ`` [B, R, N, M].
     - ``first_backward(grad_out, s, c, g, layout) -> (ū [B, N, M], ḡ [B, d, M] or None)``,
       ḡ = d loss / d g summed over the points.
@@ -223,7 +223,7 @@ class EagerEpilogues:
         return out
 
     @staticmethod
-    def saved_preact(G):
+    def as_kept(G):
         """What ``sine_forward`` leaves in G for backward: cos u over u in slab 0."""
         G[:, 0].cos_()
         return G
@@ -346,7 +346,7 @@ class TorchJetOps:
         self, stack: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, omega: float
     ) -> torch.Tensor:
         """G as ``sine_layer_fwd`` keeps it for backward, recomputed (``recompute=True``)."""
-        return self.epilogues.saved_preact(sine_layer_preact(stack, w, b, omega))
+        return self.epilogues.as_kept(sine_layer_preact(stack, w, b, omega))
 
     def sine_layer_bwd(
         self,

@@ -55,10 +55,10 @@ def test_fused_forward_epilogues_equal_eager(gen, layout, for_backward):
 def test_fused_backward_epilogues_equal_eager(gen, layout):
     grad_out = _rand(gen, B, layout.rows, N, M)
     G, s = _rand(gen, B, layout.rows, N, M) * 3, _rand(gen, B, N, M)
-    # each set's backward reads G as its own forward leaves it (saved_preact)
+    # each set's backward reads G as its own forward keeps it (as_kept)
     assert_rel_close(
-        FUSED_EAGERLY.sine_backward(grad_out, FUSED_EAGERLY.saved_preact(G.clone()), s, layout),
-        EagerEpilogues.sine_backward(grad_out, EagerEpilogues.saved_preact(G.clone()), s, layout),
+        FUSED_EAGERLY.sine_backward(grad_out, FUSED_EAGERLY.as_kept(G.clone()), s, layout),
+        EagerEpilogues.sine_backward(grad_out, EagerEpilogues.as_kept(G.clone()), s, layout),
         1e-13, "G bar")
 
     c, g = _rand(gen, B, N, M), _rand(gen, B, layout.d, M)
