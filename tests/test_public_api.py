@@ -86,3 +86,24 @@ def test_version_is_the_one_pyproject_declares():
     root = pathlib.Path(__file__).resolve().parents[1]
     declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
     assert fastsiren.__version__ == declared
+
+
+def test_the_engine_reads_the_environment_only_through_env():
+    # fastsiren.env is the one list of the variables the engine and kernels read.
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    files = [*(root / "fastsiren").glob("*.py"), *(root / "fastsiren" / "hypernet").glob("*.py"),
+             *(root / "kernels").glob("*.py"), *(root / "reference").glob("*.py")]
+    readers = []
+    for file in files:
+        if file.name == "env.py" and file.parent.name == "fastsiren":
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            environ = isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+            imported = isinstance(node, ast.ImportFrom) and node.module == "os" and any(
+                a.name in ("environ", "getenv") for a in node.names)
+            if environ or imported:
+                readers.append(f"{file.relative_to(root)}:{node.lineno}")
+    assert len(files) > 20 and not readers, readers
