@@ -23,13 +23,18 @@ from collections.abc import Sequence
 
 import torch
 
-from fastsiren import env
+from fastsiren import env, selfcheck
 from fastsiren.adjoint import SirenGradFunction
 from fastsiren.fused_epilogues import FUSED_OPS
 from fastsiren.jet import Jet, JetLayout
 from fastsiren.jet_function import SirenJetFunction, SirenJetSettings
 from fastsiren.jet_ops import check_name, import_error, ops_for, unavailable, whole_network_kernel
 from fastsiren.reference import autograd_jet, siren_forward
+
+# Device types on which ``auto`` picks the Triton kernels (after their self-check,
+# ``fastsiren.selfcheck``). Tests under TRITON_INTERPRET=1 add "cpu" to run that path without a
+# GPU.
+AUTO_TRITON_DEVICE_TYPES = ("cuda",)
 
 
 def resolve(name: str | None, device: torch.device) -> str:
@@ -46,13 +51,19 @@ def resolve(name: str | None, device: torch.device) -> str:
             )
     if name != "auto":
         return name
-    if device.type == "cuda":
+    if device.type in AUTO_TRITON_DEVICE_TYPES:
         exc = import_error("triton")
         if exc is not None:
             _warn_fallback(exc)
             return "torch"
         return "triton"
     return "torch"
+
+
+def chosen_by_auto(name: str | None) -> bool:
+    """Whether backend argument ``name`` leaves the choice to ``auto`` (no backend named by the
+    argument or by ``FASTSIREN_BACKEND``): only then is a choice of Triton self-checked."""
+    return (name or "auto") == "auto" and (env.backend_override() or "auto") == "auto"
 
 
 @functools.cache
@@ -85,10 +96,13 @@ def run_siren_jet(
     recompute: bool,
     name: str,
     compile_chunks: bool | None = None,
+    self_check: bool = False,
 ) -> Jet:
     """The jet of a SIREN on concrete backend ``name`` from canonical arguments: x [B, N, d],
     weights [B, M, K] and biases [B, M] (or None), validated and contiguous. Returns the ``Jet``
-    with leading dims [B, N]."""
+    with leading dims [B, N]. ``self_check`` (``auto`` chose ``name``): Triton runs only after
+    the kernel families this call uses pass their one-time self-check, else the torch backend
+    runs and a warning says so once (``fastsiren.selfcheck``)."""
     if name == "reference":
 
         def network(coords):
@@ -105,9 +119,17 @@ def run_siren_jet(
         weights = [w.detach() for w in weights]
         biases = [b if b is None else b.detach() for b in biases]
 
-    network = None if _needs_backward(x, weights, biases) else whole_network_kernel(name)
-    if (network is not None and env.fused_network()
-            and network.unsupported(x, weights, omegas, layout, outermost_linear) is None):
+    for_backward = _needs_backward(x, weights, biases)
+    network = None if for_backward else whole_network_kernel(name)
+    fused = (network is not None and env.fused_network()
+             and network.unsupported(x, weights, omegas, layout, outermost_linear) is None)
+    if self_check and name == "triton":
+        failed = selfcheck.failure(x, weights, omegas, layout, outermost_linear, for_backward,
+                                   fused)
+        if failed is not None:
+            selfcheck.warn_once(failed, x.device)
+            name, fused = "torch", False
+    if fused:
         return Jet.from_stack(network.siren_network_fwd(x, weights, biases, omegas, layout),
                               layout)
 

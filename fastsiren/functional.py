@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fastsiren.dispatch import resolve, run_siren_jet
+from fastsiren.dispatch import chosen_by_auto, resolve, run_siren_jet
 from fastsiren.jet import Jet, JetLayout
 
 __all__ = ["siren", "siren_jet"]
@@ -142,7 +142,7 @@ def siren_jet(
     weights = [w.contiguous() for w in weights]
     biases = [None if b is None else b.contiguous() for b in biases]
     jet = run_siren_jet(xb, weights, biases, omegas, layout, outermost_linear, recompute, name,
-                        compile_chunks)
+                        compile_chunks, self_check=chosen_by_auto(backend))
     return jet.with_lead_shape(lead_shape)
 
 
