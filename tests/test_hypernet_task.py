@@ -1,5 +1,5 @@
 """fit hypernet end to end on tiny images: metrics and the picture, exact resume, the two-process
-DDP run against one process, hypernet-predict, and one-line errors for bad input."""
+run against one process, hypernet-predict, and one-line errors for bad input."""
 
 from __future__ import annotations
 

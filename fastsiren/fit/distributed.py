@@ -3,6 +3,9 @@
 One mechanism for every task. Each process holds the whole model; after ``backward`` the loop
 averages the gradients over processes (``average_gradients``: the gradient of the mean of the
 processes' losses, what DistributedDataParallel computes), so every replica takes the same step.
+A DistributedDataParallel wrapper would only synchronise when its ``forward`` runs, while a task
+evaluates its model through ``Task.jet`` (``model.jet(...)`` or the model's own call), and its
+state dict would carry a ``module.`` prefix; averaging after ``backward`` has neither problem.
 What each process trains on:
 
 - a task with ``batch_items`` returns a global batch of that many independent items; each

@@ -52,7 +52,7 @@ from ..io.image import write_image
 from .base import FitContext, FitSettings, Task, setting
 from .common import parse_hxw, pixel_grid
 
-__all__ = ["EVAL_CONTEXTS", "HypernetSettings", "HypernetTask", "parse_resolution"]
+__all__ = ["EVAL_CONTEXTS", "HypernetSettings", "HypernetTask", "parse_resolution", "tile_grid"]
 
 # The paper's evaluation: context sizes and "half" (the top half of the rows).
 EVAL_CONTEXTS = (10, 100, 1000, "half")
@@ -265,16 +265,7 @@ class HypernetTask(Task):
             columns.append(image(shown * keep))  # 0 on [-1, 1]: grey away from the context
             columns.append(image(self.complete(model, shown, context)))
         columns.append(image(shown))
-        gap = 2
-        tile_h, tile_w = height * GRID_ZOOM + gap, width * GRID_ZOOM + gap
-        grid = np.ones((n * tile_h - gap, len(columns) * tile_w - gap, shown.shape[-1]),
-                       dtype=np.float32)
-        for c, column in enumerate(columns):
-            for r in range(n):
-                tile = column[r].repeat(GRID_ZOOM, 0).repeat(GRID_ZOOM, 1)
-                grid[r * tile_h:r * tile_h + height * GRID_ZOOM,
-                     c * tile_w:c * tile_w + width * GRID_ZOOM] = tile
-        return [write_image(Path(out_dir) / "completions.png", grid)]
+        return [write_image(Path(out_dir) / "completions.png", tile_grid(columns, GRID_ZOOM))]
 
     def describe(self) -> dict:
         return {
@@ -286,3 +277,16 @@ class HypernetTask(Task):
             "columns_of_completions_png": [f"context {c}, completion {c}"
                                            for c in self.eval_sizes()] + ["truth"],
         }
+
+
+def tile_grid(columns: list[np.ndarray], zoom: int, gap: int = 2) -> np.ndarray:
+    """Columns of images [n, H, W, C] in [0, 1] as one picture: column c, row r at tile (r, c),
+    each image enlarged ``zoom`` times (nearest neighbour), white gaps between tiles."""
+    n, height, width, channels = columns[0].shape
+    tile_h, tile_w = height * zoom + gap, width * zoom + gap
+    grid = np.ones((n * tile_h - gap, len(columns) * tile_w - gap, channels), dtype=np.float32)
+    for c, column in enumerate(columns):
+        for r in range(n):
+            grid[r * tile_h:r * tile_h + height * zoom,
+                 c * tile_w:c * tile_w + width * zoom] = column[r].repeat(zoom, 0).repeat(zoom, 1)
+    return grid

@@ -173,34 +173,13 @@ class WaveTask(Task):
         return metrics
 
     def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
-        import imageio.v3 as iio
-        from matplotlib import colormaps
-
         u, _ = self.fields(model)
         side = self.settings.eval_size
         frames = u.reshape(-1, side, side).numpy()
         scale = float(np.percentile(np.abs(frames), 99.5)) or 1.0
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmap = colormaps["RdBu_r"]
-        rgb = [(cmap(0.5 + f[::-1] / (2 * scale))[..., :3] * 255).astype(np.uint8)
-               for f in frames]  # y up
-        gif = out_dir / "frames.gif"
-        iio.imwrite(gif, np.stack(rgb), duration=250, loop=0)
-
-        plt = pyplot()
-        cols = min(4, len(frames))
-        rows = math.ceil(len(frames) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
-        for ax, frame, t in zip(axes.flat, frames, self.times.tolist()):
-            ax.imshow(frame, origin="lower", extent=(-1, 1, -1, 1), cmap="RdBu_r",
-                      vmin=-scale, vmax=scale)
-            ax.set_title(f"t = {t:.3f}")
-        fig.tight_layout()
-        grid_png = save_figure(fig, out_dir / "frames.png")
-        paths = [gif, grid_png]
+        paths = [write_frames_gif(out_dir / "frames.gif", frames, scale),
+                 plot_frames(out_dir / "frames.png", frames, self.times.tolist(), scale)]
         if self.exact:
             last = self.grid[-1]
             error = (u[-1] - self.solution(last)).abs()
@@ -218,3 +197,31 @@ class WaveTask(Task):
             "speed": s.speed, "velocity": s.velocity, "t_end": s.t_end,
             "coordinates": "(t, x, y)",
         }
+
+
+def write_frames_gif(path: Path, frames: np.ndarray, scale: float) -> Path:
+    """Frames [F, side, side] (y up) as an animated GIF, blue-white-red over [-scale, scale]."""
+    import imageio.v3 as iio
+    from matplotlib import colormaps
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmap = colormaps["RdBu_r"]
+    rgb = [(cmap(0.5 + f[::-1] / (2 * scale))[..., :3] * 255).astype(np.uint8) for f in frames]
+    iio.imwrite(path, np.stack(rgb), duration=250, loop=0)
+    return path
+
+
+def plot_frames(path: Path, frames: np.ndarray, times: list[float], scale: float) -> Path:
+    """The frames in a grid of up to four columns, each titled with its time."""
+    plt = pyplot()
+    cols = min(4, len(frames))
+    rows = math.ceil(len(frames) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, frame, t in zip(axes.flat, frames, times):
+        ax.imshow(frame, origin="lower", extent=(-1, 1, -1, 1), cmap="RdBu_r", vmin=-scale,
+                  vmax=scale)
+        ax.set_title(f"t = {t:.3f}")
+    fig.tight_layout()
+    return save_figure(fig, path)
