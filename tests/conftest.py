@@ -7,9 +7,17 @@ object (which raises without a GPU).
 """
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# tools/ (developer tools that are not installed, such as the sm_90a compile check) imports as
+# the package ``tools`` from the repository root.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:

@@ -381,12 +381,13 @@ def test_precision_knob_reads_the_new_torch_api(monkeypatch):
 def test_launches_pin_compile_options():
     """Every kernel launch of the dispatch matrix passes the compile options explicitly (FP
     fusion: Triton 3.10 flips its default), and every kernel is launched somewhere."""
-    from fastsiren.kernels import _launch, compile_check
+    from fastsiren.kernels import _launch
+    from fastsiren.kernels.sine_jet import autotuners
+
+    from tools import compile_check
 
     launches = compile_check.record_launches()
-    assert {ln.kernel for ln in launches} == {
-        v.base_fn.__name__ for fam in compile_check.FAMILIES for v in vars(fam).values()
-        if isinstance(v, compile_check.Autotuner)}
+    assert {ln.kernel for ln in launches} == set(autotuners())
     for ln in launches:
         for option, value in _launch.COMPILE_OPTIONS.items():
             assert ln.kwargs.get(option) == value, f"{ln.kernel} ({ln.label}) misses {option}"

@@ -8,22 +8,29 @@ and each kept config is compiled for ``GPUTarget("cuda", 90, 32)``; the ``ptxas 
 Triton's own ptxas call writes gives registers, spill stores and loads and the stack frame.
 
 A config passes when it compiles, its shared memory fits one H100 block (``SHARED_LIMIT``: a
-launch asking for more fails at run time), ptxas reports no spill stores and the stack frame is
-at most ``STACK_ALLOWANCE``: none in fp32 and the half types (the kernels' own ``sincos`` has no
-slow path); in fp64, libdevice's sine and cosine keep a small local array for their rare
-Payne-Hanek slow path (huge arguments), which ptxas places on the stack; that is not a spill.
+launch asking for more fails at run time), ptxas reports no spill stores, its registers stay
+below the ceiling of its warp count (``register_ceiling``: at the ceiling ptxas had no register
+to spare and another ptxas version spills, as triton 3.6's did for tiles 3.9 compiled clean),
+and the stack frame is at most ``STACK_ALLOWANCE``: none in fp32 and the half types (the
+kernels' own ``sincos`` has no slow path); in fp64, libdevice's sine and cosine keep a small
+local array for their rare Payne-Hanek slow path (huge arguments), which ptxas places on the
+stack; that is not a spill.
 
 The dispatch matrix: storage dtypes float32 (in each of the three ``tl.dot`` input precisions),
 bfloat16, float16 and float64, times the representative workloads ``WORKLOADS`` (the SDF and
 Poisson order-2 jets at d = 3 in the Laplacian and Hessian-diagonal layouts, the order-1
-gradient at d = 2, order-0 inference, and a drop-in first layer with many inputs), forward and
-backward, training (G kept) and inference. Run it as::
+gradient at d = 2, order-0 inference, a network of width 100 at N = 4097, whose sizes and
+strides are not multiples of 16, which Triton specialises on, and a drop-in first layer with
+many inputs), forward and backward, training (G kept) and inference. A developer tool of the
+repository, not installed; from the repository root::
 
-    python -m fastsiren.kernels.compile_check [--filter SUBSTRING] [--json PATH]
+    python tools/compile_check.py [--full] [--jobs N] [--filter SUBSTRING] [--json PATH]
 
-with ``TRITON_INTERPRET`` unset (Triton decides at import time whether kernels are compiled).
-It prints one line per (launch, config) with an estimate of the bytes each moves per point
-(``traffic_per_point``: a model, not a measurement) and exits 1 if any config fails.
+(or ``python -m tools.compile_check``), with ``TRITON_INTERPRET`` unset (Triton decides at
+import time whether kernels are compiled), triton >= 3.4 (``triton.knobs``). It prints one line
+per (launch, config) with an estimate of the bytes each moves per point (``traffic_per_point``:
+a model, not a measurement) and exits 1 if any config fails. The sm90 test tier runs the
+workloads marked for it (``tests/test_sm90_compile.py``).
 """
 
 from __future__ import annotations
@@ -46,19 +53,18 @@ from fastsiren.kernels import (
     _launch,
     first_layer,
     linear_layer,
-    matmul,
     network,
     precision,
     sine_layer,
     sine_vjp,
 )
+from fastsiren.kernels.sine_jet import autotuners
 from triton.backends.compiler import GPUTarget
 from triton.runtime.autotuner import Autotuner
 
 from fastsiren.jet import JetLayout
 
 TARGET = GPUTarget("cuda", 90, 32)
-FAMILIES = (first_layer, sine_layer, sine_vjp, matmul, linear_layer, network)
 
 # Shared memory one block may use on sm_90 (227 KB, opt-in above 48 KB: Triton opts in).
 SHARED_LIMIT = 232448
@@ -66,30 +72,43 @@ SHARED_LIMIT = 232448
 # with triton 3.9's ptxas, 48 with 3.6's, measured with a kernel that only computes sin), never
 # a spill; the fp32 sincos needs none.
 STACK_ALLOWANCE = {"fp32": 0, "bf16": 0, "fp16": 0, "fp64": 48}
+# Registers one SM holds (65536 on sm_90) and the most one thread may use (255).
+REGISTER_FILE, MAX_THREAD_REGISTERS = 65536, 255
+
+
+def register_ceiling(num_warps: int) -> int:
+    """The register count at which ptxas ran out of room for a program of ``num_warps`` warps:
+    the 255 a thread may address, or the register file's share per thread when one program
+    fills it (16 warps: 128). A config must stay below it."""
+    return min(MAX_THREAD_REGISTERS, REGISTER_FILE // (32 * num_warps))
 
 # The representative workloads: (label, d, width, order, hessian_diag, points, training), each
-# a d -> width x 3 -> 1 network. The first is the test tier's; --full adds the rest and a drop-in
-# first layer with 32 inputs (the first layer's tl.dot path).
+# a d -> width x 3 -> 1 network. The first TIER_WORKLOADS are the test tier's (the Laplacian and
+# Hessian-diagonal training steps, order 1, order-0 inference, and width 100 at N = 4097:
+# Triton specialises sizes and strides on divisibility by 16); --full adds the rest and a
+# drop-in first layer with 32 inputs (the first layer's tl.dot path).
 WORKLOADS = [
     ("lap-d3 train", 3, 256, 2, False, 1 << 20, True),
     ("hess-d3 train", 3, 256, 2, True, 1 << 20, True),
-    ("value-d2 infer", 2, 256, 0, False, 1 << 20, False),
     ("grad-d2 train", 2, 256, 1, False, 1 << 20, True),
+    ("value-d2 infer", 2, 256, 0, False, 1 << 20, False),
+    ("lap-d3 w100 N4097 train", 3, 100, 2, False, 4097, True),
     ("value-d2 train", 2, 256, 0, False, 1 << 20, True),
     ("lap-d3 infer", 3, 256, 2, False, 1 << 20, False),
 ]
-TIER_WORKLOADS = 1
+TIER_WORKLOADS = 5
 # The whole-network inference kernel (``network.py``, widths <= 128): (label, d, width, order,
-# outputs, points), each a d -> width x 3 -> outputs network; the tier runs the first two. A
+# outputs, points), each a d -> width x 3 -> outputs network; the tier runs the first three. A
 # workload the dispatch declines for a mode (``network.unsupported``: over the register budget)
 # records nothing there, as it launches nothing.
 NETWORK_WORKLOADS = [
     ("net lap-d3 infer", 3, 128, 2, 1, 1 << 20),
     ("net value-d2 infer", 2, 128, 0, 3, 1 << 20),
+    ("net lap-d3 w100 N4097 infer", 3, 100, 2, 1, 4097),
     ("net grad-d3 infer", 3, 128, 1, 1, 1 << 20),
     ("net lap-d2 infer", 2, 64, 2, 2, 1 << 20),
 ]
-TIER_NETWORK_WORKLOADS = 2
+TIER_NETWORK_WORKLOADS = 3
 # (label, storage dtype, tl.dot input precision for fp32)
 MODES = [
     ("fp32-ieee", torch.float32, "ieee"),
@@ -139,6 +158,7 @@ class Result:
     spill_loads: int | None = None
     stack: int | None = None
     stack_allowance: int = 0
+    register_ceiling: int = MAX_THREAD_REGISTERS
     shared: int | None = None
     traffic_per_point: float | None = None
     features: dict = field(default_factory=dict)
@@ -147,6 +167,7 @@ class Result:
     @property
     def passed(self) -> bool:
         return (self.ok and self.spill_stores == 0
+                and (self.registers or 0) < self.register_ceiling
                 and (self.stack or 0) <= self.stack_allowance
                 and (self.shared or 0) <= SHARED_LIMIT)
 
@@ -157,7 +178,7 @@ class Result:
 @contextlib.contextmanager
 def _recording(into: list[Launch], label: str, points: int):
     """Record kernel launches instead of running them, and let the launchers take meta tensors."""
-    tuners = [v for fam in FAMILIES for v in vars(fam).values() if isinstance(v, Autotuner)]
+    tuners = list(autotuners().values())
 
     def recorder(tuner):
         def run(*args, grid=None, warmup=False, **kwargs):
@@ -285,6 +306,7 @@ def compile_config(launch: Launch, cfg: triton.Config) -> Result:
     res = Result(launch.label, launch.kernel, _launch.config_tag(cfg))
     dtype = launch.args[0].dtype
     res.stack_allowance = STACK_ALLOWANCE[_DTYPE_NAMES[dtype]]
+    res.register_ceiling = register_ceiling(cfg.num_warps)
     res.traffic_per_point = traffic_per_point(launch, cfg)
     t0 = time.perf_counter()
     log = io.StringIO()
@@ -403,6 +425,9 @@ def jobs(full: bool = False, filter_: str = "") -> list[tuple[Launch, triton.Con
 def check(full: bool = False, filter_: str = "", shard: tuple[int, int] = (0, 1)) -> list[Result]:
     """Compile the jobs of one shard (job i goes to shard i mod count) in a fresh Triton cache:
     a cached kernel would skip ptxas, whose log is the point."""
+    if not hasattr(triton, "knobs"):
+        raise RuntimeError(f"triton {triton.__version__} has no triton.knobs (3.4 and later): "
+                           "its ptxas log cannot be read here")
     if _launch.INTERPRET:
         raise RuntimeError("TRITON_INTERPRET is set: the kernels were decorated for the "
                            "interpreter, so there is nothing to compile; unset it")
@@ -418,7 +443,7 @@ def _check_in_parallel(args) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         procs = []
         for i in range(args.jobs):
-            cmd = [sys.executable, "-m", "fastsiren.kernels.compile_check", "--shard",
+            cmd = [sys.executable, os.path.abspath(__file__), "--shard",
                    f"{i}/{args.jobs}", "--json", os.path.join(tmp, f"{i}.json"),
                    "--filter", args.filter] + (["--full"] if args.full else [])
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
