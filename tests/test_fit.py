@@ -100,7 +100,7 @@ def test_ctrl_c_checkpoints_and_resume_continues_exactly(tmp_path, monkeypatch):
     # A process started in the background inherits SIGINT ignored: whatever the handler is,
     # the fit must take Ctrl-C for itself and put that handler back afterwards.
     before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(FitInterrupted, match="interrupted at step 3/6"):
+    with pytest.raises(FitInterrupted, match="interrupted by SIGINT at step 3/6"):
         fs.fit(NoisyToneTask, out=tmp_path / "stopped", steps=6, progress=False, **TINY)
     assert load_checkpoint(tmp_path / "stopped")["step"] == 3
     assert signal.getsignal(signal.SIGINT) is before  # handler restored

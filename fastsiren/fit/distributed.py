@@ -32,8 +32,8 @@ from ..errors import InputError
 from ..tasks import FitContext, Task
 
 __all__ = [
-    "average_gradients", "check_batch_items", "gather", "make_context", "mean_over_processes",
-    "process_place", "replicated", "share_of_batch", "stop",
+    "average_gradients", "barrier", "check_batch_items", "gather", "make_context",
+    "mean_over_processes", "process_place", "replicated", "share_of_batch", "stop",
 ]
 
 
@@ -57,6 +57,12 @@ def make_context(device_name: str) -> FitContext:
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return FitContext(device, rank, world_size)
+
+
+def barrier(context: FitContext) -> None:
+    """Wait until every process got here (the others wait for rank 0 to own the run folder)."""
+    if context.world_size > 1:
+        torch.distributed.barrier()
 
 
 def stop(context: FitContext) -> None:

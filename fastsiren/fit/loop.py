@@ -5,10 +5,12 @@
     curve.png
 
 Processes (``torchrun``) are handled in ``fastsiren.fit.distributed``, the run folder's reports
-in ``fastsiren.fit.report``.
+in ``fastsiren.fit.report``, its ownership (lock, manifest, the swap of ``--overwrite``) in
+``fastsiren.fit.run_folder``.
 
 The run folder (``out``) holds everything needed to understand and redo a run, under stable names:
 
+    manifest.json   the files the run wrote and its inputs' sizes and hashes
     settings.json   the resolved settings (device-dependent defaults filled in)
     log.jsonl       one JSON line per logged step: step, loss, the task's scalars, seconds
     checkpoint.pt   model, optimizer, step and RNG state (``fastsiren.checkpoint``)
@@ -18,8 +20,15 @@ The run folder (``out``) holds everything needed to understand and redo a run, u
 
 Exact resume: the checkpoint holds the weights, Adam's moments, the step, the sampling generator
 and torch's RNG state, so a run stopped at step k and resumed reaches the weights of an
-uninterrupted run with the same seed. Ctrl-C stops at the next step boundary, writes a checkpoint
-and raises ``FitInterrupted`` (a ``KeyboardInterrupt``).
+uninterrupted run with the same seed. Ctrl-C, SIGTERM (what ``timeout``, ``kill``, ``docker
+stop`` and schedulers send) and SIGHUP stop at the next step boundary, write a checkpoint and
+raise ``FitInterrupted`` (a ``KeyboardInterrupt``); a second signal stops at once. Besides every
+``checkpoint_every`` steps, a checkpoint is written every ``checkpoint_minutes`` minutes, so a
+run killed outright loses minutes, not hours.
+
+Every file goes in through a temporary file and a rename (``fastsiren.checkpoint.atomic_write``;
+the task's outputs are written to a hidden folder and renamed into place), so a reader or a
+crash never meets half a file.
 """
 
 from __future__ import annotations
@@ -27,9 +36,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,16 +54,26 @@ from ..tasks import FitContext, FitSettings, Task, get_task
 from ..tasks.base import settings_from_kwargs
 from . import distributed
 from .report import Log, backend_name, device_name, plot_curve, versions, write_json
+from .run_folder import RunFolder, changed_inputs, fingerprint_inputs
 
 __all__ = ["FitInterrupted", "FitResult", "fit"]
 
 # Options that may change when a run is resumed: how far it goes and how it reports, never what
 # it computes.
-RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every")
+RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "checkpoint_minutes")
+# The signals that ask a fit to save and stop (SIGHUP only where it exists).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+OUTPUTS_STAGING = ".fastsiren-outputs"
 
 
 class FitInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a fit: a checkpoint was written; ``--resume`` continues from it."""
+    """A stop signal during a fit: a checkpoint was written; ``--resume`` continues from it.
+    ``signum`` is the signal (the command line exits with 128 + signum)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass
@@ -98,25 +119,45 @@ def fit(
     out_dir = Path(out) if out is not None else Path("runs") / task_cls.name
     if input is not None:
         settings["input"] = input
-    checkpoint = None
-    if resume:
-        checkpoint, settings_obj = _resume_settings(task_cls, out_dir, settings)
-    else:
-        if not overwrite and (out_dir / CHECKPOINT_NAME).is_file():
-            raise InputError(
-                f"--out {out_dir} already holds a run ({CHECKPOINT_NAME}); continue it with "
-                f"--resume {out_dir}, choose another --out, or pass --overwrite to replace it")
-        settings_obj = settings_from_kwargs(task_cls.settings_class, settings)
-    settings_obj.validate()
-    context = distributed.make_context(settings_obj.device)
+    if not resume:  # every setting checked before the folder is touched
+        settings_from_kwargs(task_cls.settings_class, settings).validate()
+    rank, world_size, _ = distributed.process_place()
+    # Rank 0 owns the folder; if it cannot claim it, it fails and torchrun stops the others.
+    folder = RunFolder.claim(out_dir, resume=resume, overwrite=overwrite,
+                             stage=world_size == 1) if rank == 0 else None
+    context = None
+    run = None
     try:
-        run = _Run.start(task_cls, settings_obj.resolved(context.device), context, out_dir)
+        checkpoint = None
+        if resume:
+            checkpoint, settings_obj = _resume_settings(task_cls, out_dir, settings)
+        else:
+            settings_obj = settings_from_kwargs(task_cls.settings_class, settings)
+        settings_obj.validate()
+        context = distributed.make_context(settings_obj.device)
+        distributed.barrier(context)  # the others write only once rank 0 owns the folder
+        write_dir = folder.write_dir if folder is not None else out_dir
+        run = _Run.start(task_cls, settings_obj.resolved(context.device), context, out_dir,
+                         write_dir, folder)
         if checkpoint is not None:
             run.restore(checkpoint)
         run.train(progress)
-        return run.finish()
+        result = run.finish()
+    except BaseException:
+        if folder is not None:
+            # a checkpoint written keeps the run (resumable); otherwise it leaves no trace
+            folder.release(failed=not _has_checkpoint(run))
+        raise
     finally:
-        distributed.stop(context)
+        if context is not None:
+            distributed.stop(context)
+    if folder is not None:
+        folder.release()
+    return result
+
+
+def _has_checkpoint(run: _Run | None) -> bool:
+    return run is not None and run.saved_step is not None
 
 
 # -- resuming -------------------------------------------------------------------------------------
@@ -147,6 +188,10 @@ def _resume_settings(task_cls, out_dir: Path, overrides: dict) -> tuple[dict, Fi
                 "may change"
             )
     changes = {k: v for k, v in overrides.items() if k in RESUMABLE_CHANGES and v is not None}
+    if changes.get("steps") is not None and changes["steps"] < checkpoint["step"]:
+        raise InputError(
+            f"--resume {out_dir}: the run already reached step {checkpoint['step']}, past "
+            f"--steps {changes['steps']}; give --steps above {checkpoint['step']} to continue it")
     return checkpoint, dataclasses.replace(saved, **changes)
 
 
@@ -162,16 +207,6 @@ def _rank_name(name: str, rank: int) -> str:
     return f"{stem}-rank{rank}{dot}{suffix}"
 
 
-def _prepare_out_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
-
-
 # -- the loop -------------------------------------------------------------------------------------
 @dataclass
 class _Run:
@@ -180,15 +215,21 @@ class _Run:
     task: Task
     settings: FitSettings
     context: FitContext
-    out_dir: Path
+    out_dir: Path  # the run folder
+    write_dir: Path  # where it writes now: out_dir, or its staging folder until the swap
+    folder: RunFolder | None  # rank 0's claim on out_dir
     model: nn.Module
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     wall_start: float
     step: int = 0
     train_seconds: float = 0.0
+    wall_before: float = 0.0  # wall seconds of the run's earlier sessions (resumed runs)
     points: int = 0
     log: Log | None = None
+    saved_step: int | None = None
+    saved_at: float = 0.0
+    inputs: list | None = None
 
     @property
     def primary(self) -> bool:
@@ -199,21 +240,32 @@ class _Run:
         """Replicated processes hold one model: rank 0 writes; sharded ones each their own."""
         return self.primary or self.task.shards_items
 
+    def file(self, name: str) -> Path:
+        """Where this process writes the run's file ``name`` now (recorded in the manifest)."""
+        if self.folder is not None:
+            self.folder.record([name])
+        return self.write_dir / name
+
     @classmethod
     def start(cls, task_cls: type[Task], settings: FitSettings, context: FitContext,
-              out_dir: Path) -> _Run:
-        """Seed, read the data (bad input fails before any write), build the model and Adam."""
+              out_dir: Path, write_dir: Path, folder: RunFolder | None) -> _Run:
+        """Seed, read the data and check what can be checked (bad input fails before the first
+        step), build the model and Adam."""
         wall_start = time.perf_counter()
         settings.validate()
         torch.manual_seed(settings.seed)
         task = task_cls.create(settings, context)
         distributed.check_batch_items(task, context)
-        _prepare_out_dir(out_dir)
         model = task.build_model().to(context.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
         generator = torch.Generator(device=context.device).manual_seed(settings.seed
                                                                        + context.rank)
-        return cls(task, settings, context, out_dir, model, optimizer, generator, wall_start)
+        run = cls(task, settings, context, out_dir, write_dir, folder, model, optimizer,
+                  generator, wall_start)
+        run.inputs = fingerprint_inputs(settings.input) if run.primary else []
+        if folder is not None:
+            folder.inputs = run.inputs
+        return run
 
     def restore(self, checkpoint: dict) -> None:
         """Continue from ``checkpoint``: weights, Adam's moments, step, RNG states."""
@@ -230,6 +282,14 @@ class _Run:
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.context.device)
         self.step, self.train_seconds = checkpoint["step"], checkpoint["train_seconds"]
         self.points = checkpoint["points"]
+        self.wall_before = checkpoint.get("wall_seconds", checkpoint["train_seconds"])
+        self.saved_step = self.step
+        changed = changed_inputs(checkpoint.get("inputs", self.inputs), self.inputs)
+        if changed and self.primary:
+            shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+            warnings.warn(f"--resume {self.out_dir}: the input changed since the run began "
+                          f"({shown}: size or contents); continuing on what is there now",
+                          stacklevel=2)
 
     def save(self) -> None:
         """The checkpoint of this process (see ``writes_files``)."""
@@ -239,15 +299,33 @@ class _Run:
         if self.context.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.context.device)
         task, context = self.task, self.context
-        save_checkpoint(_rank_checkpoint(self.out_dir, context.rank), {
+        save_checkpoint(self.file(_rank_checkpoint(Path(), context.rank).name), {
             "format": CHECKPOINT_FORMAT, "task": task.name, "step": self.step,
             "settings": self.settings.to_dict(), "model_class": task.model_class,
             "model_kwargs": task.model_kwargs(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "rng": rng,
             "train_seconds": self.train_seconds, "points": self.points,
+            "wall_seconds": self.wall_seconds(), "inputs": self.inputs,
             "sharded": task.shards_items, "rank": context.rank,
             "world_size": context.world_size,
         })
+        self.saved_step, self.saved_at = self.step, time.monotonic()
+        if self.folder is not None and self.folder.previous is not None:
+            self.folder.swap_in()  # the new run holds a checkpoint: it replaces the old one
+            self.write_dir = self.out_dir
+            if self.log is not None:
+                self.log.path = self.out_dir / self.log.path.name
+
+    def wall_seconds(self) -> float:
+        """Wall time of the whole run: earlier sessions of a resumed run and this one."""
+        return self.wall_before + time.perf_counter() - self.wall_start
+
+    def checkpoint_due(self) -> bool:
+        settings = self.settings
+        minutes = getattr(settings, "checkpoint_minutes", None)
+        return (self.step % settings.checkpoint_every == 0 or self.step == settings.steps
+                or minutes is not None
+                and time.monotonic() - self.saved_at >= 60 * minutes)
 
     def train(self, progress: bool) -> None:
         """Steps until ``settings.steps``: checkpoints on schedule, the log at logged steps,
@@ -255,14 +333,17 @@ class _Run:
         from tqdm.auto import tqdm
 
         settings = self.settings
+        if self.folder is not None and self.context.world_size > 1:
+            self.folder.record(_rank_name(name, rank) for rank in range(1, self.context.world_size)
+                               for name in ("log.jsonl", "checkpoint.pt"))
         if self.primary:
-            write_json(self.out_dir / "settings.json",
-                       {"task": self.task.name, **settings.to_dict()})
-        self.log = Log(self.out_dir / _rank_name("log.jsonl", self.context.rank),
+            write_json(self.file("settings.json"), {"task": self.task.name, **settings.to_dict()})
+        self.log = Log(self.file(_rank_name("log.jsonl", self.context.rank)),
                        keep_below=self.step)
+        self.saved_at = time.monotonic()
         bar = tqdm(total=settings.steps, initial=self.step, desc=f"fit {self.task.name}",
                    disable=not (progress and self.primary), dynamic_ncols=True)
-        with bar, _StopOnSigint() as stop:
+        with bar, _StopOnSignals(self) as stop:
             while self.step < settings.steps:
                 tick = time.perf_counter()
                 batch, loss, logged = self.take_step()
@@ -274,14 +355,15 @@ class _Run:
                 self.points += batch["coords"].shape[:-1].numel()
                 self.step += 1
                 bar.update(1)
-                if self.step % settings.checkpoint_every == 0 or self.step == settings.steps:
+                if stop.requested is None and self.checkpoint_due():
                     self.save()
-                if stop.requested:
+                if stop.requested is not None:
                     self.save()
                     raise FitInterrupted(
-                        f"interrupted at step {self.step}/{settings.steps}; checkpoint written "
-                        f"to {_rank_checkpoint(self.out_dir, self.context.rank)}; continue "
-                        f"with --resume {self.out_dir}")
+                        f"interrupted by {signal.Signals(stop.requested).name} at step "
+                        f"{self.step}/{settings.steps}; checkpoint written to "
+                        f"{_rank_checkpoint(self.out_dir, self.context.rank)}; continue with "
+                        f"--resume {self.out_dir}", stop.requested)
 
     def take_step(self) -> tuple[dict, torch.Tensor, dict]:
         """sample -> jet -> loss -> backward -> (average over processes) -> clip -> Adam."""
@@ -323,23 +405,41 @@ class _Run:
         metrics.json and curve.png (rank 0)."""
         task, model, out_dir = self.task, self.model, self.out_dir
         model.eval()
-        with torch.no_grad():
-            metrics = task.evaluate(model)
-            outputs = task.write_outputs(model, out_dir) if self.writes_files else []
-        shards = distributed.gather(
-            {"metrics": metrics, "train_seconds": self.train_seconds, "points": self.points,
-             "signals": task.n_signals,
-             "outputs": [str(Path(p).relative_to(out_dir)) for p in outputs]},
-            self.context)
-        summary = self.summary(metrics, shards)
-        if self.primary:
-            write_json(out_dir / "metrics.json", summary)
-            plot_curve(out_dir / "log.jsonl", out_dir / "curve.png", task.progress_metric)
+        # The task writes into a hidden folder; its files are renamed into place afterwards.
+        staging = out_dir / _rank_name(OUTPUTS_STAGING, self.context.rank)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            with torch.no_grad():
+                metrics = task.evaluate(model)
+                if self.writes_files:
+                    task.write_outputs(model, staging)
+            shards = distributed.gather(
+                {"metrics": metrics, "train_seconds": self.train_seconds,
+                 "points": self.points, "signals": task.n_signals,
+                 "outputs": _files_under(staging)}, self.context)
+            summary = self.summary(metrics, shards, staging)
+            self.place(staging)
+            if self.primary:
+                write_json(self.file("metrics.json"), summary)
+                plot_curve(self.write_dir / "log.jsonl", self.file("curve.png"),
+                           task.progress_metric)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return FitResult(out_dir, summary, model, task)
 
-    def summary(self, metrics: dict, shards: list[dict]) -> dict:
-        """metrics.json: the task's metrics (merged over shards on rank 0) and the run's
-        facts."""
+    def place(self, staging: Path) -> None:
+        """Rename the files written in ``staging`` into the run folder (recorded first)."""
+        names = _files_under(staging)
+        if self.folder is not None:
+            self.folder.record(names)
+        for name in names:
+            (self.out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, self.out_dir / name)
+
+    def summary(self, metrics: dict, shards: list[dict], staging: Path) -> dict:
+        """metrics.json: the task's metrics (merged over shards on rank 0; a summary file it
+        writes goes to ``staging``) and the run's facts."""
         # Processes run side by side: the fit took as long as the slowest one.
         train_seconds = max(s["train_seconds"] for s in shards)
 
@@ -350,13 +450,13 @@ class _Run:
         first, last = self.log.first, self.log.last
         return {
             "task": self.task.name,
-            "metrics": self.task.summarize([s["metrics"] for s in shards], self.out_dir)
+            "metrics": self.task.summarize([s["metrics"] for s in shards], staging)
             if self.primary else metrics,
             "steps": self.step,
             "first_logged_loss": first.get("loss") if first else None,
             "final_logged_loss": last.get("loss") if last else None,
             "train_seconds": train_seconds,
-            "wall_seconds": time.perf_counter() - self.wall_start,
+            "wall_seconds": self.wall_seconds(),
             "points_per_second": per_second("points"),
             "signals_per_second": per_second("signals"),
             "backend": backend_name(self.model, self.context.device),
@@ -364,28 +464,45 @@ class _Run:
             "world_size": self.context.world_size,
             "data": self.task.describe(),
             "settings": self.settings.to_dict(),
-            "outputs": sorted(p for s in shards for p in s["outputs"]),
+            "outputs": sorted({p for s in shards for p in s["outputs"]}
+                              | set(_files_under(staging))),
+            "inputs": self.inputs,
             "versions": versions(),
         }
 
 
-class _StopOnSigint:
-    """Turns the first Ctrl-C into a request to stop at the next step boundary (a second one
-    interrupts at once). Only in the main thread, where Python delivers signals."""
+def _files_under(folder: Path) -> list[str]:
+    """The files below ``folder`` as sorted relative paths."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+class _StopOnSignals:
+    """Turns the first stop signal (``STOP_SIGNALS``) into a request to save and stop at the next
+    step boundary; a second one stops at once, keeping the last checkpoint. Only in the main
+    thread, where Python delivers signals."""
+
+    def __init__(self, run: _Run):
+        self.run = run
 
     def __enter__(self):
-        self.requested = False
-        self.previous = None
+        self.requested: int | None = None
+        self.previous: dict = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.requested is None:
+            self.requested = signum
+            return
+        run = self.run
+        kept = (f"the checkpoint of step {run.saved_step} is kept" if run.saved_step is not None
+                else "no checkpoint was written")
+        raise FitInterrupted(f"second {signal.Signals(signum).name} at step {run.step}: stopped "
+                             f"at once; {kept}", signum)
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
         return False

@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import platform
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..checkpoint import atomic_write
 
 __all__ = ["Log", "backend_name", "device_name", "plot_curve", "versions", "write_json"]
 
@@ -31,7 +32,8 @@ class Log:
                         kept.append(line)
                         self.first = self.first or entry
                         self.last = entry
-        path.write_text("".join(line + "\n" for line in kept))
+        with atomic_write(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
 
     def write(self, entry: dict) -> None:
         with self.path.open("a") as handle:
@@ -42,9 +44,8 @@ class Log:
 
 def write_json(path: Path, data: dict) -> None:
     """``data`` as indented JSON, replaced atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def backend_name(model: nn.Module, device: torch.device) -> str:

@@ -78,6 +78,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import numbers
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -163,7 +164,10 @@ class FitSettings:
     log_every: int = setting(10, "steps between log lines (and progress-bar updates)",
                              positive=True)
     checkpoint_every: int = setting(1000, "steps between checkpoints (one is always written "
-                                    "at the end and on Ctrl-C)", positive=True)
+                                    "at the end and on Ctrl-C or SIGTERM)", positive=True)
+    checkpoint_minutes: float = setting(10.0, "minutes between checkpoints, whatever the steps "
+                                        "(a run killed outright loses at most this)",
+                                        positive=True)
 
     def __post_init__(self):
         if isinstance(self.input, (str, Path)):
@@ -186,11 +190,13 @@ class FitSettings:
     def validate(self) -> None:
         """Raise InputError naming the first field out of its range. Subclasses that add
         cross-field rules call ``super().validate()`` first."""
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
+            option = "--" + f.name.replace("_", "-")
+            _check_type(option, value, hints[f.name])
             if value is None or isinstance(value, (tuple, str, bool)) and not meta.get("choices"):
                 continue
-            option = "--" + f.name.replace("_", "-")
             if meta.get("choices") and value not in meta["choices"]:
                 raise InputError(f"{option}: expected one of {meta['choices']}, got {value!r}")
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -323,6 +329,22 @@ class Task:
     def describe(self) -> dict[str, Any]:
         """Facts about the data for metrics.json (shape, source, coordinate convention)."""
         return {}
+
+
+def _check_type(option: str, value: Any, hint: Any) -> None:
+    """An InputError when a number or flag of the Python API has the wrong type (``steps="3"``);
+    other annotations are left to their fields' own parsing."""
+    allowed = [a for a in (typing.get_args(hint) or (hint,)) if a is not type(None)]
+    if value is None or not allowed or not all(a in (int, float, bool) for a in allowed):
+        return
+    kind = allowed[0]
+    ok = (isinstance(value, bool) if kind is bool
+          else isinstance(value, numbers.Real if kind is float else numbers.Integral)
+          and not isinstance(value, bool))
+    if not ok:
+        expected = {int: "an integer", float: "a number", bool: "True or False"}[kind]
+        raise InputError(f"{option}: expected {expected}, got {value!r} "
+                         f"({type(value).__name__})")
 
 
 def settings_from_kwargs(cls: type[FitSettings], kwargs: dict[str, Any]) -> FitSettings:
