@@ -51,8 +51,14 @@ def _demo(args: argparse.Namespace) -> int:
     from fastsiren.dispatch import resolve
     from fastsiren.reference import autograd_jet
 
+    from fastsiren.errors import InputError
+    from fastsiren.jet_ops import unavailable
+
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
+    reason = unavailable(args.backend, device) if args.backend == "triton" else None
+    if reason is not None:
+        raise InputError(f"--backend triton: {reason}")
     model = fs.Siren(
         2, args.width, 3, 1, outermost_linear=True, backend=args.backend
     ).to(device)
