@@ -5,7 +5,7 @@
 Prints the device, the versions (fastsiren, Python, torch, Triton, CUDA, driver), which
 backends can run, the self-check of each kernel family (``fastsiren.selfcheck.measure``: the
 largest error against the torch backend in float64, per precision mode: fp32 in "ieee",
-"tf32x3" and "tf32", bf16 and fp64 on CUDA; "ieee" under Triton's interpreter), and a short
+"tf32x3" and "tf32", and bf16 on CUDA; "ieee" under Triton's interpreter), and a short
 timing of one order-2 jet against eager autograd. The first thing to run on a new machine, and
 what to paste into a bug report. Exits 1 when a self-check fails.
 
@@ -96,8 +96,10 @@ def _self_check_rows(torch, device) -> tuple[list[dict], str | None]:
     shapes = [(width, 3), (width, width), (width, width), (1, width)]
     omegas = (30.0,) * len(shapes)
     if device.type == "cuda":
+        # fp64 (the exactness tier) is left out: its compilations would double the command's
+        # time, and the tests check it to rounding.
         modes = [("ieee", torch.float32), ("tf32x3", torch.float32), ("tf32", torch.float32),
-                 ("ieee", torch.bfloat16), ("ieee", torch.float64)]
+                 ("ieee", torch.bfloat16)]
     else:
         modes = [("ieee", torch.float32)]
     cases = [("forward", JetLayout(0, 3)), ("forward", JetLayout(1, 3)),
