@@ -49,10 +49,9 @@ def _demo(args: argparse.Namespace) -> int:
     import fastsiren as fs
     import fastsiren.reference
     from fastsiren.dispatch import resolve
-    from fastsiren.reference import autograd_jet
-
     from fastsiren.errors import InputError
     from fastsiren.jet_ops import unavailable
+    from fastsiren.reference import autograd_jet
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
