@@ -6,14 +6,17 @@ status). Handlers import the heavy parts of the library themselves, so ``fastsir
 one subcommand do not pay for the others.
 
 A handler that meets bad input raises ``fastsiren.errors.InputError``: ``main`` prints its
-message in one line and exits with status 2, without a traceback.
+message in one line and exits with status 2, without a traceback. Ctrl-C before a handler has
+anything to save ends in one line too (status 130), and warnings print as one line each.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+import warnings
 
 from ..errors import InputError
 
@@ -65,15 +68,45 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
+# A negative number in scientific notation ("-1e-3"), which argparse would take for an option.
+_NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """``--lr -1e-3`` as ``--lr=-1e-3``: argparse reads a value starting with "-" as an option
+    unless it looks like a plain negative number, so an option's negative value in scientific
+    notation would be reported as missing."""
+    joined: list[str] = []
+    for token in argv:
+        previous = joined[-1] if joined else ""
+        if (_NEGATIVE_NUMBER.fullmatch(token) and previous.startswith("--")
+                and "=" not in previous):
+            joined[-1] = f"{previous}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"fastsiren: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command in REPEATED_ALLOCATION:
-        keep_freed_memory()
+    command = "(starting)"
     try:
+        args = build_parser().parse_args(
+            join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+        command = args.command
+        if command in REPEATED_ALLOCATION:
+            keep_freed_memory()
+        warnings.formatwarning = _one_line_warning
         return args.func(args)
     except InputError as exc:
-        print(f"fastsiren {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fastsiren {command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the handler had anything to save
+        print(f"fastsiren {command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -112,9 +112,11 @@ def _fit(args: argparse.Namespace) -> int:
     try:
         result = fit(task, inputs or None, out=resume or out, resume=resume is not None,
                      overwrite=overwrite, progress=not quiet, **settings)
-    except KeyboardInterrupt as exc:  # FitInterrupted (a checkpoint was written) or earlier
-        reason = str(exc) if isinstance(exc, FitInterrupted) else "interrupted"
-        print(f"fastsiren fit {task}: {reason}", file=sys.stderr)
+    except FitInterrupted as exc:  # a stop signal: the message says what was saved
+        print(f"fastsiren fit {task}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # Ctrl-C before training: nothing to save
+        print(f"fastsiren fit {task}: interrupted before training began", file=sys.stderr)
         return 130
     except FloatingPointError as exc:
         print(f"fastsiren fit {task}: error: {exc}", file=sys.stderr)

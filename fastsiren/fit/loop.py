@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -50,10 +51,11 @@ from torch import nn
 
 from ..checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ..errors import InputError
+from ..jet_ops import unavailable
 from ..tasks import FitContext, FitSettings, Task, get_task
 from ..tasks.base import settings_from_kwargs
 from . import distributed
-from .report import Log, backend_name, device_name, plot_curve, versions, write_json
+from .report import ExpectedTime, Log, backend_name, device_name, plot_curve, versions, write_json
 from .run_folder import RunFolder, changed_inputs, fingerprint_inputs
 
 __all__ = ["FitInterrupted", "FitResult", "fit"]
@@ -156,6 +158,13 @@ def fit(
     return result
 
 
+def _check_backend(backend: str, device: torch.device) -> None:
+    """An InputError, before any work, when the backend cannot run on the device."""
+    reason = unavailable(backend, device) if backend == "triton" else None
+    if reason is not None:
+        raise InputError(f"--backend triton: {reason}")
+
+
 def _has_checkpoint(run: _Run | None) -> bool:
     return run is not None and run.saved_step is not None
 
@@ -193,6 +202,13 @@ def _resume_settings(task_cls, out_dir: Path, overrides: dict) -> tuple[dict, Fi
             f"--resume {out_dir}: the run already reached step {checkpoint['step']}, past "
             f"--steps {changes['steps']}; give --steps above {checkpoint['step']} to continue it")
     return checkpoint, dataclasses.replace(saved, **changes)
+
+
+def _say_above_bar(line: str) -> None:
+    """A line on stderr above the progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _rank_checkpoint(out_dir: Path, rank: int) -> Path:
@@ -253,6 +269,7 @@ class _Run:
         step), build the model and Adam."""
         wall_start = time.perf_counter()
         settings.validate()
+        _check_backend(settings.backend, context.device)
         torch.manual_seed(settings.seed)
         task = task_cls.create(settings, context)
         distributed.check_batch_items(task, context)
@@ -343,6 +360,8 @@ class _Run:
         self.saved_at = time.monotonic()
         bar = tqdm(total=settings.steps, initial=self.step, desc=f"fit {self.task.name}",
                    disable=not (progress and self.primary), dynamic_ncols=True)
+        expected = ExpectedTime(self.task.name, settings.steps - self.step,
+                                None if bar.disable else _say_above_bar)
         with bar, _StopOnSignals(self) as stop:
             while self.step < settings.steps:
                 tick = time.perf_counter()
@@ -352,6 +371,7 @@ class _Run:
                 # (loss.item() at each logged step, the last included, waits for the GPU: the
                 # per-step ticks add up to the real time without a synchronisation every step.)
                 self.train_seconds += time.perf_counter() - tick
+                expected.step_done(time.perf_counter() - tick)
                 self.points += batch["coords"].shape[:-1].numel()
                 self.step += 1
                 bar.update(1)

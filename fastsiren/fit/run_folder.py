@@ -63,6 +63,7 @@ class RunFolder:
         self.write_dir = path / STAGING_NAME if previous is not None else path
         self.files: set[str] = set()
         self.inputs: list[dict[str, Any]] = []
+        self.resuming = False
 
     # -- claiming -------------------------------------------------------------------------------
     @classmethod
@@ -92,6 +93,7 @@ class RunFolder:
                 folder.write_dir = path / STAGING_NAME if folder.previous else path
                 folder.write_dir.mkdir(exist_ok=True)
             else:
+                folder.resuming = True
                 folder.files = set(read_manifest(path).get("files", ()))
             _check_writable(folder.write_dir)
         except BaseException:
@@ -163,12 +165,16 @@ class RunFolder:
 
     # -- releasing ------------------------------------------------------------------------------
     def release(self, failed: bool = False) -> None:
-        """Unlock. A failed run that wrote nothing leaves no trace: a staged run is removed (the
-        previous one stays), and so is a folder this run created and left empty."""
+        """Unlock. A new run that failed before its first checkpoint (``failed``) leaves no
+        trace: its files are removed (a staged run's staging folder; the previous run stays), and
+        so is a folder it created. A resumed run's files are always kept."""
         if self.lock_fd is None:
             return
-        if failed and self.previous is not None:
-            shutil.rmtree(self.path / STAGING_NAME, ignore_errors=True)
+        if failed and not self.resuming:
+            if self.previous is not None:
+                shutil.rmtree(self.path / STAGING_NAME, ignore_errors=True)
+            else:
+                self._remove(self.files | {MANIFEST_NAME})
         (self.path / LOCK_NAME).unlink(missing_ok=True)
         if fcntl is not None:
             os.close(self.lock_fd)
