@@ -39,7 +39,7 @@ import torch
 from fastsiren.errors import InputError
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "atomic_write", "checkpoint_path",
-           "load_checkpoint", "new_file_mode", "save_checkpoint"]
+           "load_checkpoint", "new_file_mode", "save_checkpoint", "unwritable"]
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -68,6 +68,19 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def unwritable(folder: str | Path) -> str | None:
+    """Why a file cannot be created in ``folder`` (one phrase), or None when it can: a real
+    temporary file is made and removed, since permission bits alone do not tell (root, read-only
+    mounts, full disks)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(tmp)
+    return None
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,11 +46,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import atomic_write, unwritable
 from .errors import InputError
 
 __all__ = [
     "MESH_FORMATS",
     "Mesh",
+    "check_mesh_memory",
     "check_mesh_path",
     "dense_volume",
     "evaluate_field",
@@ -72,6 +73,9 @@ DEFAULT_BLOCK = 8
 TOP_NODES_PER_AXIS = 16
 # Bytes per grid point in the dense mode: the float32 volume (PyMCubes reads float32 in place).
 DENSE_BYTES_PER_POINT = 4
+# Bytes per leaf block of the coarse-to-fine descent when every block is a candidate: its node
+# triples, their children and the cell bounds and centres computed from them (int64/float64).
+COARSE_TO_FINE_BYTES_PER_LEAF = 160
 MESH_FORMATS = (".ply", ".obj", ".stl", ".off")
 
 
@@ -198,6 +202,28 @@ def dense_volume(
     return volume
 
 
+def check_mesh_memory(resolution: int, coarse_to_fine: bool = False, block: int = DEFAULT_BLOCK,
+                      memory_limit: int | None = None) -> None:
+    """An InputError with the bytes needed when meshing at ``resolution`` may not fit in
+    ``memory_limit`` (default: what the system has available); call it before the work that
+    leads to the mesh. Dense: the float32 volume. Coarse-to-fine: its worst case, every leaf
+    block a candidate, ``COARSE_TO_FINE_BYTES_PER_LEAF`` for the descent's arrays of each."""
+    if coarse_to_fine:
+        leaves = math.ceil((resolution - 1) / block) ** 3
+        need, what = COARSE_TO_FINE_BYTES_PER_LEAF * leaves, (
+            f"coarse-to-fine at {resolution}^3 may need {{need}} ({leaves} leaf blocks of "
+            f"{block}^3 cells, all candidates at worst)")
+        advice = "lower the resolution or raise --block"
+    else:
+        need, what = DENSE_BYTES_PER_POINT * resolution**3, (
+            f"a dense {resolution}^3 grid needs {{need}} for its values")
+        advice = "lower the resolution or mesh coarse-to-fine"
+    limit = memory_limit if memory_limit is not None else _available_memory()
+    if limit is not None and need > limit:
+        raise InputError(f"{what.format(need=_gib(need))} and {_gib(limit)} is available: "
+                         f"{advice}")
+
+
 def _check_arguments(resolution, level, bounds, block, lipschitz, coarse_to_fine, inside):
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
         raise InputError(f"resolution must be an integer >= 2, got {resolution!r}")
@@ -250,19 +276,13 @@ def extract_mesh(
     Returns a ``Mesh`` in field coordinates (empty if the level set misses the grid).
     """
     lo, hi = _check_arguments(resolution, level, bounds, block, lipschitz, coarse_to_fine, inside)
+    check_mesh_memory(resolution, coarse_to_fine, block, memory_limit)
     start = time.perf_counter()
     if coarse_to_fine:
         vertices, faces, stats = _coarse_to_fine(
             field, resolution, level, (lo, hi), lipschitz, block, chunk_points, device
         )
     else:
-        need = DENSE_BYTES_PER_POINT * resolution**3
-        limit = memory_limit if memory_limit is not None else _available_memory()
-        if limit is not None and need > limit:
-            raise InputError(
-                f"a dense {resolution}^3 grid needs {_gib(need)} for its values and "
-                f"{_gib(limit)} is available: lower the resolution or mesh coarse-to-fine"
-            )
         import mcubes
 
         volume = dense_volume(field, resolution, (lo, hi), chunk_points, device)
@@ -433,6 +453,11 @@ def check_mesh_path(path: str | os.PathLike) -> Path:
         )
     if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise InputError(f"mesh output {str(path)!r} is a folder; expected a file name")
+    reason = unwritable(path.parent)
+    if reason is not None:
+        raise InputError(f"cannot write the mesh in {str(path.parent)!r} ({reason})")
     return path
 
 
@@ -443,12 +468,6 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike) -> Path:
     data = mesh.to_trimesh().export(file_type=path.suffix.lower()[1:])
     if isinstance(data, str):
         data = data.encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp:  # with the umask's permissions, as every other output
+        tmp.write_bytes(data)
     return path

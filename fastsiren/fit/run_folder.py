@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CHECKPOINT_NAME, atomic_write
+from ..checkpoint import CHECKPOINT_NAME, atomic_write, unwritable
 from ..errors import InputError
 
 try:
@@ -277,12 +277,9 @@ def _alive(pid: int) -> bool:
 
 
 def _check_writable(folder: Path) -> None:
-    try:
-        with atomic_write(folder / ".write-test") as tmp:
-            tmp.write_bytes(b"")
-        (folder / ".write-test").unlink()
-    except OSError as exc:
-        raise InputError(f"--out {folder}: cannot write there ({exc.strerror or exc})") from None
+    reason = unwritable(folder)
+    if reason is not None:
+        raise InputError(f"--out {folder}: cannot write there ({reason})")
 
 
 def _remove_empty_parents(path: Path, root: Path) -> None:
