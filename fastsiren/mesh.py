@@ -52,6 +52,7 @@ from .errors import InputError
 __all__ = [
     "MESH_FORMATS",
     "Mesh",
+    "available_memory",
     "check_mesh_memory",
     "check_mesh_path",
     "dense_volume",
@@ -165,8 +166,11 @@ def _grid_points(index, lo: float, h: float) -> torch.Tensor:
     return torch.as_tensor(lo + h * np.asarray(index, dtype=np.float64))
 
 
-def _available_memory() -> int | None:
-    """Bytes the system can still give (Linux ``MemAvailable``), or None where unknown."""
+def available_memory(device: str | torch.device | None = None) -> int | None:
+    """Bytes that can still be allocated: free memory of a CUDA ``device``, else what the system
+    can still give (Linux ``MemAvailable``); None where unknown."""
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -218,7 +222,7 @@ def check_mesh_memory(resolution: int, coarse_to_fine: bool = False, block: int 
         need, what = DENSE_BYTES_PER_POINT * resolution**3, (
             f"a dense {resolution}^3 grid needs {{need}} for its values")
         advice = "lower the resolution or mesh coarse-to-fine"
-    limit = memory_limit if memory_limit is not None else _available_memory()
+    limit = memory_limit if memory_limit is not None else available_memory()
     if limit is not None and need > limit:
         raise InputError(f"{what.format(need=_gib(need))} and {_gib(limit)} is available: "
                          f"{advice}")

@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..jet import Jet
+from ..mesh import available_memory
 from .base import FitContext, Task, load_class
 from .common import (
     evaluate_on_grid,
@@ -89,6 +91,7 @@ class ImageTask(Task):
                   "target": self.target[self.train_index]}
         )
         self._evaluated: tuple | None = None
+        check_render_memory(settings, self.shape, channels, self.device)
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         n = self.train_batch["coords"].shape[0]
@@ -130,3 +133,23 @@ class ImageTask(Task):
             "pixels_fitted": int(self.train_batch["coords"].shape[0]),
             "mask": self.settings.mask,
         }
+
+
+# Bytes per rendered pixel besides its channels' float32 values: its two float32 coordinates.
+RENDER_COORD_BYTES = 8
+
+
+def check_render_memory(settings: ImageSettings, shape: tuple[int, int], channels: int,
+                        device: torch.device) -> None:
+    """An InputError before training when ``render.png`` (``--render-size`` or
+    ``--render-range``) cannot be held: its coordinates and values on ``device``."""
+    if settings.render_size is None and settings.render_range == 1.0:
+        return
+    size = settings.render_size or (round(shape[0] * settings.render_range),
+                                    round(shape[1] * settings.render_range))
+    need = size[0] * size[1] * (RENDER_COORD_BYTES + 4 * channels)
+    limit = available_memory(device)
+    if limit is not None and need > limit:
+        raise InputError(f"--render-size {size[0]}x{size[1]}: the render needs "
+                         f"{need / 2**30:.1f} GiB and {limit / 2**30:.1f} GiB is available; "
+                         "ask for a smaller render")

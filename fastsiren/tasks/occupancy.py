@@ -29,6 +29,7 @@ from torch import nn
 
 from ..io.mesh import read_mesh
 from ..io.pointcloud import Normalization
+from ..mesh import check_mesh_memory
 from ..mesh_metrics import mesh_metrics, mesh_stats
 from .base import FitContext, FitSettings, Task, setting
 from .shapes import ShapeOutputs
@@ -76,6 +77,8 @@ class OccupancyTask(ShapeOutputs, Task):
 
     def __init__(self, settings: OccupancySettings, context: FitContext):
         super().__init__(settings, context)
+        # the mesh comes after training: its size is checked before the first step
+        check_mesh_memory(settings.resolution)
         import trimesh
 
         if self.single_input("mesh") is not None:

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..io.pointcloud import Normalization, OrientedPoints, read_oriented_points
+from ..mesh import check_mesh_memory
 from ..mesh_metrics import mesh_metrics, mesh_stats
 from .base import FitContext, FitSettings, Task, setting
 from .common import data_file
@@ -125,6 +126,8 @@ class SdfTask(ShapeOutputs, Task):
 
     def __init__(self, settings: SdfSettings, context: FitContext):
         super().__init__(settings, context)
+        # the mesh comes after training: its size is checked before the first step
+        check_mesh_memory(settings.resolution, bool(settings.coarse_to_fine))
         self.path = path = self.single_input("point cloud") or sample_point_cloud_path()
         self.cloud: OrientedPoints = read_oriented_points(path, settings.points, settings.seed)
         self.normalization = Normalization.fit(self.cloud.points)
