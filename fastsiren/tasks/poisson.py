@@ -254,7 +254,10 @@ class PoissonTask(Task):
             loss = gradient_loss(jet, batch["target"])
         else:
             loss = laplacian_loss(jet, batch["target"])
-        # sqrt(loss / mean |target|^2): the supervised field's relative RMS error.
+        # sqrt(loss / mean |target|^2): the supervised field's relative RMS error (none for a
+        # constant image, whose supervised field is zero).
+        if self.supervised_power == 0:
+            return loss, {}
         rel_err = (loss.detach() / self.supervised_power).sqrt()
         return loss, {"rel_err": rel_err}
 
@@ -275,7 +278,8 @@ class PoissonTask(Task):
         return {
             "psnr": psnr_db, "gain": gains, "offset": offsets,
             f"{self.settings.supervise}_mse": loss,
-            f"{self.settings.supervise}_rel_err": (loss / self.supervised_power) ** 0.5,
+            f"{self.settings.supervise}_rel_err": (loss / self.supervised_power) ** 0.5
+            if self.supervised_power > 0 else None,
             "psnr_note": "PSNR on [0, 1] of gain * fit + offset against the ground truth, with "
             "the least-squares gain and offset per channel: the fit is defined only up to a "
             "constant" + (" and a harmonic function" if self.order == 2 else ""),
