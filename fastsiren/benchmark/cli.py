@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_write, unwritable
 from ..errors import InputError
 from .cases import DEPTH, OMEGA, OUT_FEATURES, PRESETS, WORKLOADS, Case, cases_for_preset
 
@@ -113,6 +114,19 @@ def main(args: argparse.Namespace) -> int:
         min_reps=config["min_reps"], warmup=config["warmup"], memory=not args.no_memory,
     )
     machine = machine_info(device)
+    paths = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out}: is a file; expected a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        slug = device_slug(machine)
+        paths = {"json": paths["json"] or out / f"{slug}.json",
+                 "markdown": paths["markdown"] or out / f"{slug}.md",
+                 "plot": paths["plot"] or out / f"{slug}.png"}
+    for option, path in paths.items():  # before minutes of measurements, not after
+        if path:
+            _check_output_file(f"--{option}", Path(path))
     print(f"machine: {machine_line(machine)}", file=sys.stderr)
     print(f"preset {preset}: {len(cases)} cases x {len(names)} providers x "
           f"{len(precisions)} precisions", file=sys.stderr)
@@ -129,8 +143,14 @@ def main(args: argparse.Namespace) -> int:
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="fastsiren-bench-"))
             stack.enter_context(environ("TORCHINDUCTOR_CACHE_DIR", cache))
         start = time.perf_counter()
+        def save_so_far(results) -> None:
+            if paths["json"]:
+                _write_text(paths["json"], json.dumps(jsonable({
+                    "schema": SCHEMA, "machine": machine, "partial": True,
+                    "results": [dataclasses.asdict(r) for r in results]}), indent=1) + "\n")
+
         try:
-            results = Runner(settings, log=log).run(cases, names)
+            results = Runner(settings, log=log).run(cases, names, on_results=save_so_far)
         finally:
             from .memory import shutdown
 
@@ -168,23 +188,31 @@ def main(args: argparse.Namespace) -> int:
               f"d={r['d']} W={r['width']} N={r['n']}: {r['note']}")
     print(f"({doc['elapsed_s']:.0f} s)")
 
-    paths = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        slug = device_slug(machine)
-        paths = {"json": paths["json"] or out / f"{slug}.json",
-                 "markdown": paths["markdown"] or out / f"{slug}.md",
-                 "plot": paths["plot"] or out / f"{slug}.png"}
     if paths["json"]:
-        Path(paths["json"]).write_text(json.dumps(jsonable(doc), indent=1) + "\n")
+        _write_text(paths["json"], json.dumps(jsonable(doc), indent=1) + "\n")
         print(f"wrote {paths['json']}")
     if paths["markdown"]:
-        Path(paths["markdown"]).write_text(markdown_report(doc))
+        _write_text(paths["markdown"], markdown_report(doc))
         print(f"wrote {paths['markdown']}")
     if paths["plot"] and write_plot(doc, paths["plot"]):
         print(f"wrote {paths['plot']}")
     return 0
+
+
+def _check_output_file(option: str, path: Path) -> None:
+    """An InputError naming ``option`` when ``path`` cannot be written."""
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a folder; expected a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"{option} {path}: the folder {path.parent} does not exist")
+    reason = unwritable(path.parent)
+    if reason is not None:
+        raise InputError(f"{option} {path}: cannot write there ({reason})")
+
+
+def _write_text(path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def jsonable(value):

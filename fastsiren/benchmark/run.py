@@ -277,7 +277,10 @@ class Runner:
             self.log(f"  {precision} {result.provider:<17} {cell_text(result)}")
         return results
 
-    def run(self, cases: Iterable[Case], names: Sequence[str]) -> list[Result]:
+    def run(self, cases: Iterable[Case], names: Sequence[str],
+            on_results: Callable[[list[Result]], None] | None = None) -> list[Result]:
+        """Every case with every provider; ``on_results`` gets the results so far after each
+        case (so that a late failure loses none of them)."""
         results: list[Result] = []
         cases = list(cases)
         start = time.perf_counter()
@@ -286,6 +289,8 @@ class Runner:
                      f"{case.workload} {case.label()}")
             for precision in self.settings.precisions:
                 results.extend(self.run_case(case, names, precision))
+            if on_results is not None:
+                on_results(results)
         self._problems.clear()
         self._truth.clear()
         return results
