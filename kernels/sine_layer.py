@@ -226,7 +226,8 @@ def _sine_layer_launch(stack, w, b, omega, layout, preact_only, for_backward=Tru
     M = w.shape[1]
     if w.shape[2] != K:
         raise ValueError(f"sine layer weight takes {w.shape[2]} inputs, the stack has {K}")
-    # Without a backward (for_backward=False) nothing reads G past order 0: it is not even allocated.
+    # Without a backward (for_backward=False) nothing reads G past order 0: it is not even
+    # allocated.
     keep_g = preact_only or for_backward or layout.order == 0
     out = None if preact_only else new_empty(B, R, N, M, like=stack)
     G = new_empty(B, R, N, M, like=stack) if keep_g else None
@@ -281,4 +282,5 @@ def sine_layer_fwd(
 
     ``for_backward=False`` says no backward will run: at order 0 G holds u (the cosine is skipped),
     above it G is neither computed nor allocated and the second value is None."""
-    return _sine_layer_launch(stack, w, b, omega, layout, preact_only=False, for_backward=for_backward)
+    return _sine_layer_launch(stack, w, b, omega, layout, preact_only=False,
+                              for_backward=for_backward)
