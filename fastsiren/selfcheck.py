@@ -233,7 +233,9 @@ def measure(family: str, device: torch.device, dtype: torch.dtype, layout: JetLa
     t0 = time.perf_counter()
     failure = ""
     try:
-        with torch.no_grad():
+        from fastsiren.kernels._launch import poisoned
+
+        with torch.no_grad(), poisoned():
             if family == "whole network":
                 _check_whole_network(layout, shapes, omegas, dtype, device, errors)
             elif family in ("forward", "VJP"):

@@ -3,6 +3,8 @@ splits of reductions over points, and the input checks every launcher runs."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -39,10 +41,26 @@ SPLIT_ALIGN = 128
 FMA_MAX_K = 16
 
 
+# Poisoning forced on for a while (``poisoned``): the self-check runs the kernels this way.
+_poison_forced = False
+
+
 def poison_enabled() -> bool:
     """``FASTSIREN_POISON=1``: every fresh kernel output is filled with NaN, so a tile a kernel
     forgot to write fails a comparison loudly instead of passing with stale memory."""
-    return env.poison()
+    return _poison_forced or env.poison()
+
+
+@contextlib.contextmanager
+def poisoned():
+    """NaN-fill fresh kernel outputs inside the block, whatever ``FASTSIREN_POISON`` says (the
+    self-check: a reused buffer could otherwise still hold a right answer)."""
+    global _poison_forced
+    previous, _poison_forced = _poison_forced, True
+    try:
+        yield
+    finally:
+        _poison_forced = previous
 
 
 def new_empty(*shape: int, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
