@@ -21,8 +21,8 @@ INTERPRET = env.interpreting()
 # Triton 3.9 warns that its default flips to no fusion in 3.10.
 COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
-# The offline compile check (compile_check.py) replays the launchers on meta tensors, recording
-# the launches instead of running them; only while it does, the meta device is accepted.
+# The offline compile check (tools/compile_check.py) replays the launchers on meta tensors,
+# recording the launches instead of running them; only while it does, the meta device is accepted.
 ALLOW_META = False
 
 # Storage dtypes the kernels accept. fp64 is for exactness checks (the interpreter runs it; on
@@ -128,7 +128,8 @@ def candidate_configs(tuner) -> list[triton.Config]:
 
 
 # How tl.dot runs decides what a tile costs in registers, so configs are pruned per register
-# class; the sm90 compile tier (compile_check.py) proves that every kept config has no spills.
+# class; the sm90 compile tier (tools/compile_check.py) proves that every kept config has no
+# spills.
 #   "tf32"    fp32 storage, one TF32 tensor-core pass
 #   "half"    bf16 / fp16 storage on the tensor cores
 #   "tf32x3"  three TF32 passes on split operands: more operand registers than "tf32"
