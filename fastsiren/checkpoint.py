@@ -101,7 +101,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """The checkpoint at ``path`` (a file, or a run folder holding one), read with
     ``weights_only=True``."""
     file = checkpoint_path(path)
-    if file.is_dir():
+    if not file.is_file() and Path(path).is_dir():
         raise InputError(f"{path}: is a folder without a checkpoint ({CHECKPOINT_NAME}); "
                          "expected a run folder or a checkpoint file")
     if not file.is_file():

@@ -8,8 +8,17 @@ status 2; from Python it is an ordinary ``ValueError``.
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+import os
+
+__all__ = ["InputError", "check_not_folder"]
 
 
 class InputError(ValueError):
     """Bad input that the user can fix; the message says what was expected."""
+
+
+def check_not_folder(path: str | os.PathLike, what: str) -> None:
+    """An InputError when ``path`` is a folder where a file is expected: said as such, rather
+    than as a missing file. ``what`` names the file expected ("WAV file")."""
+    if os.path.isdir(path):
+        raise InputError(f"{os.fspath(path)!r} is a folder; expected a {what}")

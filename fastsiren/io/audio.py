@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import wavfile
 
-from ..errors import InputError
+from ..errors import InputError, check_not_folder
 
 __all__ = ["read_audio", "write_audio"]
 
@@ -36,6 +36,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     Raises InputError for a missing file or one that is not a readable WAV.
     """
     path = os.fspath(path)
+    check_not_folder(path, f"{_WAV_FORMATS} file")
     if not os.path.isfile(path):
         raise InputError(f"audio file not found: {path!r} (expected a {_WAV_FORMATS} file)")
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_not_folder
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "read_image", "write_image"]
 
@@ -23,6 +23,7 @@ def read_image(path: str | Path, max_size: int | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    check_not_folder(path, "image file")
     if not path.is_file():
         raise InputError(f"image {path}: no such file")
     try:

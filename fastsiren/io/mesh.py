@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_not_folder
 
 __all__ = ["MESH_SUFFIXES", "read_mesh"]
 
@@ -25,6 +25,7 @@ def read_mesh(path: str | Path, watertight: bool = False):
     import trimesh
 
     path = Path(path)
+    check_not_folder(path, "mesh file")
     if not path.is_file():
         raise InputError(f"mesh file {str(path)!r} does not exist")
     if path.suffix.lower() not in MESH_SUFFIXES:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_not_folder
 from .mesh import MESH_SUFFIXES, read_mesh
 
 __all__ = [
@@ -95,6 +95,7 @@ def read_oriented_points(
     the samples drawn from a mesh. Raises ``InputError`` naming the problem: unsupported
     extension, no normals, NaN or infinite values, zero normals, a degenerate cloud."""
     path = Path(path)
+    check_not_folder(path, "point cloud file")
     if not path.is_file():
         raise InputError(f"point cloud file {str(path)!r} does not exist")
     suffix = path.suffix.lower()

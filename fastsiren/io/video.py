@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_not_folder
 
 __all__ = [
     "MOVIE_SUFFIXES",
@@ -121,6 +121,7 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
             f"unsupported video format {suffix or '(no suffix)'!r} for {path!r}: expected one "
             f"of {', '.join(VIDEO_SUFFIXES)}"
         )
+    check_not_folder(path, "video file")
     if not os.path.isfile(path):
         raise InputError(f"video file not found: {path!r}")
     if suffix in MOVIE_SUFFIXES and not has_mp4_support():
