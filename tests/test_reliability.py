@@ -342,3 +342,16 @@ def test_cli_ctrl_c_before_work_is_one_line(capsys, monkeypatch):
 
     monkeypatch.setattr(cli_fit, "build_fit_parser", interrupted)
     _one_line(capsys, ["fit", "image"], "fastsiren fit: interrupted", status=130)
+
+
+def test_inputs_with_one_file_name_get_their_own_outputs(tmp_path):
+    import imageio.v3 as iio
+
+    for folder, value in (("a", 0), ("b", 255)):
+        (tmp_path / folder).mkdir()
+        iio.imwrite(tmp_path / folder / "rgb.png", np.full((8, 8), value, np.uint8))
+    result = fs.fit("image", [tmp_path / "a" / "rgb.png", tmp_path / "b" / "rgb.png"],
+                    out=tmp_path / "run", steps=2, progress=False, **TINY)
+    names = [row["image"] for row in result.metrics["metrics"]["images"]]
+    assert names == ["a-rgb.png", "b-rgb.png"]
+    assert sorted(p.name for p in (tmp_path / "run" / "images").iterdir()) == names

@@ -71,7 +71,7 @@ class ImageTask(Task):
     def create(cls, settings: ImageSettings, context: FitContext) -> Task:
         files = image_inputs(settings.input)
         if len(files) > 1 or any(Path(p).is_dir() for p in settings.input):
-            return load_class(MANY_IMAGES)(settings, context, context.shard(files))
+            return load_class(MANY_IMAGES)(settings, context, files)
         return cls(settings, context, files[0])
 
     def __init__(self, settings: ImageSettings, context: FitContext, path: Path | None = None):

@@ -25,6 +25,7 @@ shard of the files (``context.shard``); rank 0 writes the summary for all of the
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,25 @@ __all__ = ["ManyImagesTask"]
 class _Image:
     """One image of the batch: what the single-image writers need."""
 
-    def __init__(self, path: Path, pixels: np.ndarray, settings: ImageSettings, device):
-        self.path, self.pixels = path, pixels
+    def __init__(self, path: Path, name: str, pixels: np.ndarray, settings: ImageSettings,
+                 device):
+        self.path, self.name, self.pixels = path, name, pixels
         self.shape = pixels.shape[:2]
         self.n_points = self.shape[0] * self.shape[1]
         self.train_index = fitted_pixels(settings, self.shape, device)
+
+
+def unique_names(files: list[Path]) -> list[str]:
+    """One output name per input: its file name, or, where several inputs share a file name
+    (``a/rgb.png``, ``b/rgb.png``), its path below the inputs' common folder with "/" as "-"
+    (``a-rgb.png``, ``b-rgb.png``)."""
+    names = [Path(f).name for f in files]
+    if len(set(names)) == len(names):
+        return names
+    resolved = [Path(f).resolve() for f in files]
+    common = Path(os.path.commonpath([p.parent for p in resolved]))
+    return [name if names.count(name) == 1 else "-".join(path.relative_to(common).parts)
+            for name, path in zip(names, resolved)]
 
 
 class ManyImagesTask(Task):
@@ -65,12 +80,14 @@ class ManyImagesTask(Task):
     shards_items = True
 
     def __init__(self, settings: ImageSettings, context: FitContext, files: list[Path]):
+        """``files``: every input image; this process fits its share (``context.shard``)."""
         super().__init__(settings, context)
+        files, names = zip(*context.shard(list(zip(files, unique_names(files)))))
         arrays = [load_pixels(path, settings.max_size) for path in files]
         channels = max(a.shape[2] for a in arrays)
         arrays = [np.repeat(a, channels, 2) if a.shape[2] < channels else a for a in arrays]
-        self.images = [_Image(path, a, settings, self.device)
-                       for path, a in zip(files, arrays)]
+        self.images = [_Image(path, name, a, settings, self.device)
+                       for path, name, a in zip(files, names, arrays)]
         self.in_features, self.out_features = 2, channels
         n_max = max(im.n_points for im in self.images)
         batch = len(self.images)
@@ -144,7 +161,7 @@ class ManyImagesTask(Task):
         for b, im in enumerate(self.images):
             metrics = image_metrics(value[b, :im.n_points], self.target[b, :im.n_points],
                                     im.train_index)
-            rows.append({"image": im.path.name, "height": im.shape[0], "width": im.shape[1],
+            rows.append({"image": im.name, "height": im.shape[0], "width": im.shape[1],
                          **metrics})
         return {"images": rows}
 
@@ -166,7 +183,7 @@ class ManyImagesTask(Task):
         for b, im in enumerate(self.images):
             n = im.n_points
             own = Jet(jet.value[b, :n], jet.grad[b, :n], jet.lap[b, :n])
-            paths += write_image_outputs(im, own, out_dir / "images" / im.path.name,
+            paths += write_image_outputs(im, own, out_dir / "images" / im.name,
                                          renders.get(b))
         return paths
 
