@@ -102,7 +102,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ``weights_only=True``."""
     file = checkpoint_path(path)
     if not file.is_file() and Path(path).is_dir():
-        raise InputError(f"{path}: is a folder without a checkpoint ({CHECKPOINT_NAME}); "
+        raise InputError(f"{path}: a folder with no checkpoint ({CHECKPOINT_NAME}) in it; "
                          "expected a run folder or a checkpoint file")
     if not file.is_file():
         raise InputError(f"{path}: no checkpoint ({CHECKPOINT_NAME}) to load")

@@ -316,7 +316,7 @@ def test_cli_triton_without_cuda_is_one_line(capsys, tmp_path, monkeypatch):
 
 def test_cli_output_paths_are_checked_before_work(capsys, tmp_path):
     _one_line(capsys, ["mesh", str(tmp_path), "--out", str(tmp_path / "mesh.ply")],
-              "is a folder without a checkpoint (checkpoint.pt)")
+              "a folder with no checkpoint (checkpoint.pt) in it")
     (tmp_path / "folder.ply").mkdir()
     _one_line(capsys, ["mesh", str(tmp_path), "--out", str(tmp_path / "folder.ply")],
               "is a folder; expected a file name")
