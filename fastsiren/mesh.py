@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write, unwritable
+from .deps import require
 from .errors import InputError
 
 __all__ = [
@@ -281,6 +282,7 @@ def extract_mesh(
     """
     lo, hi = _check_arguments(resolution, level, bounds, block, lipschitz, coarse_to_fine, inside)
     check_mesh_memory(resolution, coarse_to_fine, block, memory_limit)
+    require("mesh", "extract_mesh")  # before the field's evaluations, not after
     start = time.perf_counter()
     if coarse_to_fine:
         vertices, faces, stats = _coarse_to_fine(

@@ -36,7 +36,7 @@ INSTALLED_AS = {"fastsiren": "fastsiren", "kernels": "fastsiren.kernels",
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("fastsiren.errors", "fastsiren.env", "fastsiren.jet", "fastsiren._version",
-              "fastsiren.io", "fastsiren.checkpoint")),
+              "fastsiren.io", "fastsiren.checkpoint", "fastsiren.deps", "fastsiren.data")),
     ("reference", ("fastsiren.reference",)),
     ("contract", ("fastsiren.jet_ops",)),
     ("backends", ("fastsiren.sine_jet", "fastsiren.fused_epilogues", "fastsiren.kernels")),

@@ -19,10 +19,12 @@ import json
 def _mesh(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..deps import require
     from ..errors import InputError
     from ..mesh import check_mesh_path, extract_mesh, save_mesh
     from ..tasks.shapes import MESH_HALF_EXTENT, load_shape_field
 
+    require("mesh", "fastsiren mesh")
     check_mesh_path(args.out)
 
     if args.device == "cuda":

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deps import require
 from ..io.mesh import read_mesh
 from ..io.pointcloud import Normalization
 from ..mesh import check_mesh_memory
@@ -77,6 +78,7 @@ class OccupancyTask(ShapeOutputs, Task):
 
     def __init__(self, settings: OccupancySettings, context: FitContext):
         super().__init__(settings, context)
+        require("mesh", "fit occupancy")  # trimesh labels the points, mcubes meshes the fit
         # the mesh comes after training: its size is checked before the first step
         check_mesh_memory(settings.resolution)
         import trimesh

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..deps import require
 from ..io.pointcloud import Normalization, OrientedPoints, read_oriented_points
 from ..mesh import check_mesh_memory
 from ..mesh_metrics import mesh_metrics, mesh_stats
@@ -126,6 +127,7 @@ class SdfTask(ShapeOutputs, Task):
 
     def __init__(self, settings: SdfSettings, context: FitContext):
         super().__init__(settings, context)
+        require("mesh", "fit sdf")  # the mesh comes after training: its packages checked now
         # the mesh comes after training: its size is checked before the first step
         check_mesh_memory(settings.resolution, bool(settings.coarse_to_fine))
         self.path = path = self.single_input("point cloud") or sample_point_cloud_path()
