@@ -53,3 +53,21 @@ def excess_errors(ours: dict, theirs: dict, factor: float, floor: float) -> dict
     ``not (a <= b)`` where ``a > b`` would let NaN pass."""
     return {k: (ours[k], theirs[k]) for k in ours
             if not (ours[k] <= factor * theirs[k] + floor)}
+
+
+def assert_labelled(path, *titles: str, colorbars: int = 0) -> dict:
+    """The picture at ``path`` explains itself: it has a figure title, every panel a title (or
+    an empty one below a titled column), each of ``titles`` appears in a panel's title (as a
+    substring), and at least ``colorbars`` colour bars carry a label. Returns the labels."""
+    from fastsiren.tasks.common import picture_labels
+
+    labels = picture_labels(path)
+    assert labels["title"], f"{path}: no figure title"
+    panels = [a for a in labels["axes"] if not a["colorbar"]]
+    assert panels and panels[0]["title"], f"{path}: untitled panels {panels}"
+    shown = " | ".join(a["title"] for a in panels)
+    for title in titles:
+        assert title in shown, f"{path}: no panel titled {title!r} in {shown!r}"
+    bars = [a for a in labels["axes"] if a["colorbar"] and a["ylabel"]]
+    assert len(bars) >= colorbars, f"{path}: {len(bars)} labelled colour bars, {colorbars} expected"
+    return labels

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import assert_labelled
 from PIL import Image
 
 import fastsiren as fs
@@ -50,8 +51,14 @@ def test_fit_writes_metrics_and_completions(folder, tmp_path, encoder, heads):
     assert all(0 < v < 1 for v in metrics.values())
     data = result.metrics["data"]
     assert (data["images"], data["train_images"], data["test_images"]) == (12, 10, 2)
-    with Image.open(tmp_path / "completions.png") as grid:  # 2 rows, 2 x 2 + 1 columns of 32
-        assert grid.size == (5 * 34 - 2, 2 * 34 - 2)
+    # 2 test images: per context size the context and the completion, then the truth
+    labels = assert_labelled(tmp_path / "completions.png", "context: 10 px",
+                             "completion\nfrom 10 px", "context: top half", "truth")
+    assert [a["title"] for a in labels["axes"][:5]] == [
+        "context: 10 px", "completion\nfrom 10 px", "context: top half",
+        "completion\nfrom top half", "truth"]
+    assert len(labels["axes"]) == 2 * 5
+    assert f"10: {metrics['test_mse_10']:.3f}" in labels["title"]
     state = load_checkpoint(tmp_path)
     assert state["task"] == "hypernet" and state["model_kwargs"]["encoder"] == encoder
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -101,10 +108,33 @@ def test_hypernet_predict(folder, tmp_path, capsys):
                  "--out", str(out), "--zoom", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["context"] == 5 and 0 < report["mse"] < 1
-    with Image.open(out) as image:
-        assert image.size == (2 * (3 * 8 + 2), 16)
+    labels = assert_labelled(out, "context: 5 px", "completion", "truth")
+    assert f"MSE on [0, 1] {report['mse']:.4f}" in labels["title"]
     assert main(["hypernet-predict", str(tmp_path), str(folder / "im03.png"), "--context",
                  "half", "--out", str(out)]) == 0
+
+
+def test_hypernet_predict_writes_into_the_run_folder(folder, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    fs.fit("hypernet", folder, out=run, steps=1, progress=False, **TINY)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where the user stands gets nothing
+    for checkpoint in (run, run / "checkpoint.pt"):
+        assert main(["hypernet-predict", str(checkpoint), str(folder / "im03.png"),
+                     "--context", "5"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["written"] == str(run / "im03_completed.png")
+        assert (run / "im03_completed.png").is_file()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_hypernet_predict_help_is_whole_sentences(capsys):
+    with pytest.raises(SystemExit):
+        main(["hypernet-predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "with a hypernetwork trained by 'fastsiren fit hypernet'." in text
+    assert "into the run folder (or --out)" in text
 
 
 def test_bad_input_gives_one_line_errors(folder, tmp_path, capsys):

@@ -7,7 +7,7 @@ import fastsiren.reference as ref
 import numpy as np
 import pytest
 import torch
-from helpers import assert_rel_close
+from helpers import assert_labelled, assert_rel_close
 from scipy.io import wavfile
 
 import fastsiren as fs
@@ -112,7 +112,9 @@ def test_fit_audio_end_to_end(stereo_wav, tmp_path, capsys):
     truth, _ = read_audio(stereo_wav)
     assert rate == 8000 and fitted.shape == (400,)
     assert snr_db(fitted, truth) == pytest.approx(summary["metrics"]["snr_db"], abs=0.05)
-    assert (out / "waveform.png").stat().st_size > 0
+    labels = assert_labelled(out / "waveform.png", "whole clip", "20 ms", "error")
+    assert "SNR" in labels["title"]
+    assert all(a["ylabel"] == "amplitude / peak" for a in labels["axes"])
     # The checkpoint reloads as a network of time alone.
     model = fs.load_model(out)
     assert model(time_grid(3)).shape == (3, 1)

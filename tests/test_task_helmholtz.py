@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import assert_labelled
 
 from fastsiren import physics
 from fastsiren.cli import main
@@ -36,8 +36,12 @@ def test_fit_helmholtz_end_to_end(tmp_path, capsys):
     assert [e["step"] for e in log] == [0, 5, 10, 15, 19]
     assert all(np.isfinite(e["rel_error"]) for e in log)  # the error curve, in curve.png
     for name in ("real", "imaginary", "magnitude", "error"):
-        assert Image.open(out / f"{name}.png").size == (24, 24)
-    assert (out / "helmholtz.png").exists() and (out / "curve.png").exists()
+        labels = assert_labelled(out / f"{name}.png", name, colorbars=1)
+        assert f"relative L2 error against the analytic field {metrics['rel_error']:.3f}" in \
+            labels["title"]
+    assert_labelled(out / "helmholtz.png", "fitted Re u", "analytic Re u", "|u - analytic u|",
+                    colorbars=5)
+    assert (out / "curve.png").exists()
 
 
 class _AnalyticModel(torch.nn.Module):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import assert_labelled
 from PIL import Image
 
 import fastsiren as fs
@@ -88,7 +89,9 @@ def test_fit_image_end_to_end(rgb_png, tmp_path, capsys):
     sizes = {name: Image.open(out / f"{name}.png").size for name in
              ("target", "reconstruction", "gradient", "laplacian", "render")}
     assert sizes["render"] == (40, 24) and sizes["reconstruction"] == (20, 12)
-    assert Image.open(out / "comparison.png").size == (4 * 20 + 3 * 4, 12)
+    labels = assert_labelled(out / "comparison.png", "target", "reconstruction, PSNR",
+                             "gradient magnitude", "Laplacian", colorbars=2)
+    assert f"PSNR {summary['metrics']['psnr']:.1f} dB" in labels["title"]
     # The reported PSNR is the one of the written reconstruction (up to 8-bit rounding).
     recon = np.asarray(Image.open(out / "reconstruction.png"), dtype=np.float64) / 255
     truth = np.asarray(Image.open(rgb_png), dtype=np.float64) / 255
@@ -106,7 +109,8 @@ def test_inpainting_reports_held_back_pixels(rgb_png, tmp_path):
     assert {"psnr", "psnr_fitted_pixels", "psnr_held_back_pixels"} <= set(metrics)
     assert result.metrics["data"]["pixels_fitted"] == 120  # half of 12 x 20
     assert Image.open(tmp_path / "render.png").size == (30, 18)  # pixel pitch kept
-    assert Image.open(tmp_path / "comparison.png").size == (5 * 20 + 4 * 4, 12)
+    assert_labelled(tmp_path / "comparison.png", "pixels fitted (50%", "held back",
+                    colorbars=2)
 
 
 def test_cpu_default_shrinks_the_built_in_sample():

@@ -1,5 +1,6 @@
 """Poisson task: the finite-difference targets against analytic derivatives, the losses against
-their float64 autograd twins on the reference, the gain-and-offset PSNR."""
+their float64 autograd twins on the reference, the gain-and-offset PSNR and the PSNR up to a
+harmonic function."""
 
 import json
 
@@ -7,18 +8,21 @@ import fastsiren.reference as ref
 import numpy as np
 import pytest
 import torch
-from helpers import assert_rel_close
+from helpers import assert_labelled, assert_rel_close
 from PIL import Image
 
 import fastsiren as fs
 from fastsiren.cli import main
 from fastsiren.errors import InputError
+from fastsiren.tasks.common import pixel_grid
 from fastsiren.tasks.poisson import (
     composite_gradient,
     discrete_laplacian,
     gradient_loss,
+    harmonic_basis,
     laplacian_loss,
     psnr_after_gain_offset,
+    psnr_up_to_harmonic,
     sobel_gradient,
 )
 
@@ -81,6 +85,45 @@ def test_psnr_after_gain_offset():
     assert psnr == pytest.approx(expected, abs=1e-9)
     assert gains == pytest.approx(var_t / (var_t + var_n), rel=1e-9)
     assert offsets == pytest.approx((1 - np.array(gains)) * truth.mean(0), abs=1e-9)
+
+
+def test_harmonic_basis_has_no_laplacian():
+    # Re and Im of (x + iy)^k: the 5-point Laplacian of each column on a fine grid is ~0
+    # (exactly 0 up to degree 3, O(h^2) beyond), while x^2 + y^2 has Laplacian 4.
+    n = 101
+    coords = np.stack(_grid(n, n), -1).reshape(-1, 2)  # float64: no rounding in the stencil
+    basis = harmonic_basis(coords, degree=6).reshape(n, n, -1)
+    assert basis.shape[-1] == 13
+    lap = discrete_laplacian(basis)[2:-2, 2:-2]  # away from the reflected border
+    assert np.abs(lap).max() < 0.5  # each term of the Laplacian of z^6 reaches 30
+    bowl = (coords**2).sum(-1).reshape(n, n, 1)
+    assert discrete_laplacian(bowl)[2:-2, 2:-2] == pytest.approx(4.0)
+
+
+def test_psnr_up_to_harmonic_ignores_exactly_what_a_laplacian_cannot_see():
+    n = 48
+    coords = pixel_grid(n, n).numpy()
+    x, y = coords[:, :1], coords[:, 1:]
+    truth = 0.5 * np.sin(3 * x) * np.cos(2 * y) + 0.3 * x * y**2  # not harmonic
+    # A harmonic polynomial of degree <= 6 and a gain: invisible to the metric, not to PSNR.
+    harmonic = 0.4 * (x**3 - 3 * x * y**2) + 0.2 * x * y - 0.1
+    fit = 0.8 * (truth + harmonic)
+    assert psnr_up_to_harmonic(fit, truth, coords) > 120
+    assert psnr_after_gain_offset(fit, truth)[0] < 30
+    # A bowl x^2 + y^2 has Laplacian 4, not 0: it counts. The error left is the truth's
+    # distance to span(fit, harmonic polynomials), here from an orthonormal basis (QR) of that
+    # span; on [0, 1] (halved): finite, well below the harmonic case.
+    bowl = 0.2 * (x**2 + y**2)
+    span, _ = np.linalg.qr(np.concatenate([truth + bowl, harmonic_basis(coords)], axis=1))
+    residual = truth - span @ (span.T @ truth)
+    expected = 10 * np.log10(1 / np.mean((residual / 2) ** 2))
+    assert psnr_up_to_harmonic(truth + bowl, truth, coords) == pytest.approx(expected, abs=1e-6)
+    assert 20 < expected < 60
+    # Pixel-scale noise (a checkerboard, amplitude 0.025 on [0, 1]) is what the Laplacian sees
+    # most: nearly all of it counts (the gain can only trade a little of it for the truth).
+    checker = 0.05 * (-1.0) ** np.indices((n, n)).sum(0).reshape(-1, 1)
+    noisy = psnr_up_to_harmonic(truth + checker, truth, coords)
+    assert 10 * np.log10(1 / 0.025**2) <= noisy < 10 * np.log10(1 / 0.025**2) + 0.5
 
 
 def _twin_models(gen, out_features):
@@ -156,8 +199,20 @@ def test_fit_poisson_end_to_end(tmp_path, capsys, supervise):
     truth = np.asarray(Image.open(png), np.float64) / 255
     psnr_file = 10 * np.log10(1 / np.mean((recon - truth) ** 2))
     assert psnr_file == pytest.approx(metrics["psnr"], abs=0.2)
-    assert Image.open(out / "supervised_vs_fitted.png").size == (2 * 14 + 4, 10)
-    assert Image.open(out / "comparison.png").size == (4 * 14 + 3 * 4, 10)
+    fields = "Δf" if supervise == "lap" else "|∇f|"
+    assert_labelled(out / "supervised_vs_fitted.png", f"supervised {fields}",
+                    f"fitted {fields}", colorbars=2)
+    labels = assert_labelled(out / "comparison.png", "target (10x14)",
+                             f"fit + offset: {metrics['psnr']:.1f} dB", colorbars=2)
+    assert f"{metrics['psnr']:.1f} dB" in labels["title"]
+    # The progress bar, the log and the summary name the field's error alike.
+    name = f"{supervise}_rel_err"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(name in entry for entry in log) and name in metrics
+    if supervise == "lap":
+        assert metrics["psnr_up_to_harmonic"] >= metrics["psnr"] - 1e-9
+        assert f"fit + harmonic: {metrics['psnr_up_to_harmonic']:.1f} dB" in " ".join(
+            a["title"] for a in labels["axes"])
 
 
 def test_composite_fits_the_blend(tmp_path):

@@ -7,7 +7,7 @@ import fastsiren.reference as ref
 import numpy as np
 import pytest
 import torch
-from helpers import assert_rel_close
+from helpers import assert_labelled, assert_rel_close
 
 import fastsiren as fs
 from fastsiren.cli import main
@@ -70,7 +70,8 @@ def test_fit_video_end_to_end(clip_npz, tmp_path, capsys):
     # The GIF is the reconstruction up to its palette: its PSNR is close to the reported one.
     psnr_gif = 10 * np.log10(1 / np.mean((frames - truth) ** 2))
     assert psnr_gif == pytest.approx(metrics["psnr"], abs=1.0)
-    assert (out / "frames.png").exists()
+    labels = assert_labelled(out / "frames.png", "target, frame 0", "fit, ")
+    assert f"PSNR {metrics['psnr']:.1f} dB over the clip" in labels["title"]
     assert (out / "reconstruction.mp4").exists() == has_mp4_support()
     assert fs.load_model(out)(voxel_grid(2, 2, 2)).shape == (8, 3)
 

@@ -10,6 +10,7 @@ import json
 import imageio.v3 as iio
 import pytest
 import torch
+from helpers import assert_labelled
 
 from fastsiren.cli import main
 from fastsiren.jet import Jet
@@ -33,7 +34,9 @@ def test_fit_standing_wave_end_to_end(tmp_path, capsys):
     assert all("rel_error" in e for e in log)
     frames = iio.imread(out / "frames.gif")
     assert frames.shape[:3] == (4, 20, 20)
-    assert (out / "frames.png").exists() and (out / "error.png").exists()
+    labels = assert_labelled(out / "frames.png", "t = 0.000", colorbars=1)
+    assert f"relative L2 error {metrics['rel_error']:.3f}" in labels["title"]
+    assert_labelled(out / "error.png", "error", colorbars=1)
 
 
 def test_fit_pulse_runs(tmp_path):

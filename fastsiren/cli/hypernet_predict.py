@@ -5,8 +5,10 @@ pixels with a trained hypernetwork (``fastsiren fit hypernet``).
 
 The image is prepared as in training (centre square, resized to the model's resolution); N
 random pixels (``--seed``), or the top half with ``--context half``, go to the encoder; the
-predicted SIREN renders the whole image. Writes context | completion | truth side by side and
-prints the MSE on [0, 1] (all pixels, and the pixels outside the context).
+predicted SIREN renders the whole image. Writes the context, the completion and the truth side
+by side, titled, into the run folder (``IMAGE-stem_completed.png`` beside the checkpoint) unless
+``--out`` names a file, and prints the MSE on [0, 1] (all pixels, and the pixels outside the
+context).
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+DESCRIPTION = (
+    "Complete an image from N of its pixels with a hypernetwork trained by 'fastsiren fit "
+    "hypernet'. The image is centre-cropped and resized to the model's resolution; N random "
+    "pixels (or the top half) are the context. Writes context | completion | truth into the run "
+    "folder (or --out) and prints the MSE on [0, 1] as JSON.")
 
 
 def parse_context(text: str):
@@ -48,14 +56,21 @@ def load_hypernet(path: str | Path, device: str = "cpu"):
     return model, state["settings"]
 
 
+def default_output(checkpoint: str | Path, image: str | Path) -> Path:
+    """``IMAGE-stem_completed.png`` in the run folder: CHECKPOINT itself when it is a folder,
+    else the folder holding the checkpoint file."""
+    checkpoint = Path(checkpoint)
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    return folder / f"{Path(image).stem}_completed.png"
+
+
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from ..errors import InputError
     from ..hypernet.data import half_context, prepare_image, sample_context
-    from ..io.image import read_image, write_image
-    from ..tasks.common import pixel_grid, side_by_side
+    from ..io.image import read_image
+    from ..tasks.common import Panel, panel_figure, pixel_grid, save_figure
 
     model, settings = load_hypernet(args.checkpoint, args.device)
     resolution, channels = tuple(settings["resolution"]), settings["channels"]
@@ -82,13 +97,18 @@ def _predict(args: argparse.Namespace) -> int:
     def image(values):
         return ((values + 1) / 2).clamp(0, 1).reshape(*resolution, channels).cpu().numpy()
 
-    out = Path(args.out or f"{Path(args.image).stem}_completed.png")
-    panel = side_by_side([image(target * keep), image(completion), image(target)], gap=1)
-    write_image(out, np.kron(panel, np.ones((args.zoom, args.zoom, 1), dtype=np.float32)))
+    out = Path(args.out) if args.out else default_output(args.checkpoint, args.image)
+    mse, mse_outside = float(error.mean()), float(error[outside].mean()) if outside.any() else 0.0
+    given = "top half" if args.context == "half" else f"{args.context} px"
+    panels = [Panel(image(target * keep), f"context: {given} (grey: not given)"),
+              Panel(image(completion), "completion"), Panel(image(target), "truth")]
+    title = (f"{Path(args.image).name} completed from {given} at {resolution[0]}x"
+             f"{resolution[1]}: MSE on [0, 1] {mse:.4f}, outside the context {mse_outside:.4f}")
+    inches = max(1.5, args.zoom * max(resolution) / 100)
+    save_figure(panel_figure([panels], title, panel_inches=inches), out)
     print(json.dumps({
         "image": str(args.image), "context": args.context, "resolution": list(resolution),
-        "mse": float(error.mean()),
-        "mse_outside_context": float(error[outside].mean()) if outside.any() else 0.0,
+        "mse": mse, "mse_outside_context": mse_outside,
         "written": str(out),
     }))
     return 0
@@ -97,7 +117,7 @@ def _predict(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     parser = sub.add_parser(
         "hypernet-predict", help="complete an image from a few pixels (fit hypernet)",
-        description=__doc__.strip().splitlines()[0])
+        description=DESCRIPTION)
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="run folder of 'fastsiren fit hypernet' or its checkpoint.pt")
     parser.add_argument("image", metavar="IMAGE", help="image to complete (PNG, JPEG, ...)")
@@ -105,9 +125,10 @@ def register(sub) -> None:
                         help="context pixels drawn at random, or 'half' (the top half); "
                         "default 100")
     parser.add_argument("--out", metavar="PNG", default=None,
-                        help="where to write context | completion | truth "
-                        "(default: IMAGE-stem_completed.png)")
+                        help="where to write context | completion | truth (default: "
+                        "IMAGE-stem_completed.png in the run folder)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the context pixels")
-    parser.add_argument("--zoom", type=int, default=8, help="pixel size in the written PNG")
+    parser.add_argument("--zoom", type=int, default=8,
+                        help="size of one image pixel in the written PNG, in screen pixels")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.set_defaults(func=_predict)

@@ -199,21 +199,26 @@ class AudioTask(Task):
 
 
 def plot_waveform(path: Path, truth: np.ndarray, fit: np.ndarray, rate: int) -> Path:
-    """Target and fit over the whole clip and over a 20 ms window in its middle, and the error."""
+    """Target and fit over the whole clip and over a 20 ms window in its middle, and the error;
+    amplitudes are the samples divided by the clip's peak, the figure titled with the SNR."""
     plt = pyplot()
     seconds = np.arange(truth.size) / rate
     window = slice(truth.size // 2, truth.size // 2 + max(2, round(0.02 * rate)))
-    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5))
-    panels = [(slice(None), "whole clip"), (window, "20 ms in the middle")]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7))
+    panels = [(slice(None), f"whole clip ({truth.size / rate:.2f} s at {rate} Hz)"),
+              (window, "20 ms in the middle")]
     for ax, (part, title) in zip(axes[:2], panels):
         ax.plot(seconds[part], truth[part], lw=0.8, label="target")
         ax.plot(seconds[part], fit[part], lw=0.8, alpha=0.8, label="fit")
         ax.set_title(title, fontsize=9)
         ax.legend(loc="upper right", fontsize=8)
     axes[2].plot(seconds, fit - truth, lw=0.6, color="C3")
-    axes[2].set_title(f"error (SNR {snr_db(fit, truth):.1f} dB)", fontsize=9)
-    axes[2].set_xlabel("seconds")
+    axes[2].set_title("error: fit - target", fontsize=9)
+    axes[2].set_xlabel("time (s)")
     for ax in axes:
+        ax.set_ylabel("amplitude / peak", fontsize=8)
         ax.grid(alpha=0.3)
+    fig.suptitle(f"SIREN fit of a waveform: SNR {snr_db(fit, truth):.1f} dB "
+                 "(10 log10 of signal over error power)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -8,7 +8,9 @@ engine; never another task.
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -28,7 +30,10 @@ __all__ = [
     "evaluate_on_grid",
     "field_style",
     "load_pixels",
+    "Panel",
+    "panel_figure",
     "parse_hxw",
+    "picture_labels",
     "pixel_grid",
     "plot_field",
     "psnr",
@@ -171,12 +176,95 @@ def pyplot():
 
 
 def save_figure(fig, path: Path, dpi: int = 100, **kwargs) -> Path:
-    """Write ``fig`` to ``path`` (its folder created) and close it."""
+    """Write ``fig`` to ``path`` (its folder created) and close it. A PNG carries its words as
+    text chunks too (``picture_labels`` reads them back): ``Title`` the figure's title,
+    ``Description`` a JSON list of the panel titles, colour-bar labels and axis labels."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".png":
+        kwargs.setdefault("metadata", {}).update(_figure_words(fig))
     fig.savefig(path, dpi=dpi, **kwargs)
     pyplot().close(fig)
     return path
+
+
+def _figure_words(fig) -> dict[str, str]:
+    """{"Title": suptitle, "Description": JSON [{"title", "xlabel", "ylabel"} per axes]}."""
+    suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else ""
+    axes = [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+             "colorbar": ax.get_label() == "<colorbar>"}
+            for ax in fig.axes if ax.get_visible()]
+    return {"Title": suptitle, "Description": json.dumps(axes)}
+
+
+def picture_labels(path: Path) -> dict:
+    """The words a PNG written by ``save_figure`` carries: {"title": ..., "axes": [...]}."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = dict(getattr(image, "text", {}))
+    return {"title": text.get("Title", ""), "axes": json.loads(text.get("Description", "[]"))}
+
+
+@dataclass
+class Panel:
+    """One picture of a ``panel_figure``.
+
+    ``image`` [H, W] or [H, W, 3]; ``title`` above it. ``colorbar``: the label (with units) of
+    a colour bar beside it, None for a picture shown as itself (RGB, or gray on [0, 1]).
+    ``cmap``/``vmin``/``vmax`` as imshow (``field_style`` picks them for a named field);
+    ``extent`` the coordinates of the edges (None: no axes, pixels); ``origin`` "upper" for
+    row-major images, "lower" for fields on [-1, 1]² with y up."""
+
+    image: np.ndarray
+    title: str
+    colorbar: str | None = None
+    cmap: str | None = None
+    vmin: float | None = None
+    vmax: float | None = None
+    extent: tuple[float, float, float, float] | None = None
+    origin: str = "upper"
+
+
+def panel_figure(rows: list[list[Panel | None]], title: str, panel_inches: float = 2.6,
+                 dpi: int = 100):
+    """Panels in a grid (None: an empty cell), each titled, colour bars where asked for, the
+    whole titled with ``title`` (what is shown and its metric). A panel is ``panel_inches``
+    on its longer side; small images are enlarged without smoothing."""
+    plt = pyplot()
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    shapes = [p.image.shape[:2] for r in rows for p in r if p is not None]
+    aspect = max(h / w for h, w in shapes)  # height over width of the tallest panel
+    bars = any(p is not None and p.colorbar for r in rows for p in r)
+    width = panel_inches * (1.25 if bars else 1.0)
+    height = panel_inches * min(aspect, 1.5) + 0.45
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows + 0.5),
+                             squeeze=False, dpi=dpi)
+    for row_axes, row in zip(axes, rows):
+        for ax, panel in zip(row_axes, list(row) + [None] * (n_cols - len(row))):
+            if panel is None:
+                ax.set_visible(False)
+                continue
+            gray = panel.image.ndim == 2 or panel.image.shape[-1] == 1
+            image = panel.image[..., 0] if panel.image.ndim == 3 and gray else panel.image
+            style = {"cmap": panel.cmap or ("gray" if gray else None),
+                     "vmin": panel.vmin if panel.vmin is not None else (0 if gray else None),
+                     "vmax": panel.vmax if panel.vmax is not None else (1 if gray else None)}
+            shown = ax.imshow(image, origin=panel.origin, extent=panel.extent,
+                              interpolation="nearest", **style)
+            ax.set_title(panel.title, fontsize=9)
+            if panel.extent is None:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                ax.tick_params(labelsize=7)
+            if panel.colorbar:
+                bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+                bar.set_label(panel.colorbar, fontsize=8)
+                bar.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def side_by_side(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
@@ -205,10 +293,11 @@ def field_style(name: str, image: np.ndarray) -> dict:
             "vmax": float(np.percentile(finite, 99)) if finite.size else 1.0}
 
 
-def plot_field(path: Path, image: np.ndarray, name: str) -> Path:
-    """One field on [-1, 1]² (y up) as a colour image without axes."""
-    plt = pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(path, image, origin="lower", **field_style(name, image))
-    return path
+def plot_field(path: Path, image: np.ndarray, name: str, title: str | None = None,
+               unit: str = "") -> Path:
+    """One field on [-1, 1]² (y up) with axes, a colour bar named ``name`` (and ``unit``) and a
+    title (default: the field's name)."""
+    label = f"{name} ({unit})" if unit else name
+    panel = Panel(image, name, colorbar=label, extent=(-1, 1, -1, 1), origin="lower",
+                  **field_style(name, image))
+    return save_figure(panel_figure([[panel]], title or name, panel_inches=4.0), path)

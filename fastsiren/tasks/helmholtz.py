@@ -48,6 +48,13 @@ __all__ = ["HelmholtzSettings", "HelmholtzTask"]
 
 SOURCE_AMPLITUDE = physics.HELMHOLTZ_AMPLITUDE  # the official source (1, 1)
 
+# What each picture shows (titles) and the label of its colour bar.
+FIELD_TITLES = {"real": "fitted Re u", "imaginary": "fitted Im u", "magnitude": "fitted |u|",
+                "error": "|u - analytic u|", "analytic real": "analytic Re u",
+                "velocity": "wave speed (relative)"}
+FIELD_UNITS = {"real": "Re u", "imaginary": "Im u", "magnitude": "|u|",
+               "error": "|u - u_analytic|", "analytic real": "Re u", "velocity": "c / c_0"}
+
 
 @dataclass
 class HelmholtzSettings(FitSettings):
@@ -135,6 +142,7 @@ class HelmholtzTask(Task):
         self.region = self.metric_region(self.grid)  # [side²] bool
         self.truth = self.analytic_field(self.grid) if self.analytic else None
         self._grid_jet = None
+        self._metrics: dict | None = None  # the last evaluate's, for the pictures' titles
 
     # -- data -------------------------------------------------------------------------------
     def analytic_field(self, xy: torch.Tensor) -> np.ndarray:
@@ -209,6 +217,7 @@ class HelmholtzTask(Task):
             truth = self.truth[region]
             metrics["rel_error"] = float(np.linalg.norm(field[region] - truth)
                                          / np.linalg.norm(truth))
+        self._metrics = metrics
         return metrics
 
     def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
@@ -227,11 +236,21 @@ class HelmholtzTask(Task):
             panels["velocity"] = 1 / np.sqrt(
                 physics.squared_slowness(self.grid, self.settings.velocity).numpy()
             ).reshape(side, side)
+        metrics = self._metrics or self.evaluate(model)
+        s = self.settings
+        title = (f"Helmholtz, k = {s.wavenumber:g}, {s.velocity} medium, point source at "
+                 f"{self.source_xy}; dashed: inner edge of the PML")
+        if self.analytic:
+            title += (f"\nrelative L2 error against the analytic field {metrics['rel_error']:.3f}"
+                      " (inside the dashed square, off the source)")
+        else:
+            title += f"\nmean |PDE residual| {metrics['pde_residual_mean_abs']:.3g}"
         paths = []
         for name, image in panels.items():
             if name != "analytic real":
-                paths.append(plot_field(out_dir / f"{name}.png", image, name))
-        paths.append(plot_panels(out_dir / "helmholtz.png", panels, self.pml.inner))
+                paths.append(plot_field(out_dir / f"{name}.png", image, name,
+                                        f"{FIELD_TITLES[name]}\n{title}", FIELD_UNITS[name]))
+        paths.append(plot_panels(out_dir / "helmholtz.png", panels, self.pml.inner, title))
         return paths
 
     def describe(self) -> dict:
@@ -247,18 +266,23 @@ class HelmholtzTask(Task):
         }
 
 
-def plot_panels(path: Path, panels: dict[str, np.ndarray], inner: float) -> Path:
-    """The fields side by side with colour bars; the PML's inner edge dashed."""
+def plot_panels(path: Path, panels: dict[str, np.ndarray], inner: float,
+                title: str = "") -> Path:
+    """The fields side by side with titles and labelled colour bars, the PML's inner edge
+    dashed, the figure titled with ``title``."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5))
     for ax, (name, image) in zip(np.atleast_1d(axes), panels.items()):
         shown = ax.imshow(image, origin="lower", extent=(-1, 1, -1, 1),
                           **field_style(name, image))
         ax.plot([-inner, inner, inner, -inner, -inner], [-inner, -inner, inner, inner, -inner],
                 "k--", lw=0.6)
-        ax.set_title(name)
+        ax.set_title(FIELD_TITLES.get(name, name), fontsize=9)
         ax.set_xticks([-1, 0, 1])
         ax.set_yticks([-1, 0, 1])
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+        bar.set_label(FIELD_UNITS.get(name, ""), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)

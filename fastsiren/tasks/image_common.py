@@ -17,7 +17,15 @@ from ..errors import InputError
 from ..io.image import list_images, read_image, write_image
 from ..jet import Jet
 from .base import FitSettings, setting
-from .common import parse_hxw, pixel_grid, psnr, sample_image_path, side_by_side
+from .common import (
+    Panel,
+    panel_figure,
+    parse_hxw,
+    pixel_grid,
+    psnr,
+    sample_image_path,
+    save_figure,
+)
 
 __all__ = [
     "ImageSettings", "fitted_pixels", "image_inputs", "image_metrics", "jet_images",
@@ -161,14 +169,42 @@ def write_image_outputs(image, jet: Jet, out_dir: Path, rendered: torch.Tensor |
         write_image(out_dir / "gradient.png", grad_img),
         write_image(out_dir / "laplacian.png", lap_img),
     ]
-    panels = [image.pixels, recon, grad_img, lap_img]
-    if image.train_index is not None:
-        shown = np.zeros(height * width, dtype=bool)
-        shown[image.train_index.cpu().numpy()] = True
-        panels.insert(1, image.pixels * shown.reshape(height, width, 1))
-    paths.append(write_image(out_dir / "comparison.png", side_by_side(panels)))
+    target = torch.from_numpy(image.pixels).reshape(height * width, -1).to(value.device) * 2 - 1
+    metrics = image_metrics(value, target, image.train_index)
+    paths.append(save_figure(comparison_figure(image, recon, grad, lap, metrics),
+                             out_dir / "comparison.png"))
     if rendered is not None:
         size = rendered.shape[:-1]
         paths.append(write_image(out_dir / "render.png", ((rendered + 1) / 2).clamp(0, 1)
                                  .reshape(*size, -1).cpu().numpy()))
     return paths
+
+
+def comparison_figure(image, recon: np.ndarray, grad: torch.Tensor, lap: torch.Tensor,
+                      metrics: dict[str, float]):
+    """comparison.png: the target (and the pixels fitted, when not all were), the
+    reconstruction with its PSNR, |∇f| and Δf of the fitted network with colour bars in the
+    units of the fit (values on [-1, 1] per unit of the [-1, 1] coordinates)."""
+    height, width = image.shape
+    grad_norm = grad.reshape(height, width, -1).square().sum(-1).sqrt().float().cpu().numpy()
+    lap_mean = lap.reshape(height, width, -1).mean(-1).float().cpu().numpy()
+    lap_scale = float(np.percentile(np.abs(lap_mean), 99)) or 1.0
+    panels = [Panel(image.pixels, f"target ({height}x{width})")]
+    if image.train_index is not None:
+        shown = np.zeros(height * width, dtype=bool)
+        shown[image.train_index.cpu().numpy()] = True
+        panels.append(Panel(image.pixels * shown.reshape(height, width, 1),
+                            f"pixels fitted ({shown.mean():.0%}; black: held back)"))
+    quality = f"PSNR {metrics['psnr']:.1f} dB"
+    if "psnr_held_back_pixels" in metrics:
+        quality += f", held back {metrics['psnr_held_back_pixels']:.1f} dB"
+    panels += [
+        Panel(recon, f"reconstruction, {quality}"),
+        Panel(grad_norm, "gradient magnitude |∇f|", colorbar="|∇f| (value / coordinate)",
+              cmap="magma", vmin=0, vmax=float(np.percentile(grad_norm, 99)) or 1.0),
+        Panel(lap_mean, "Laplacian Δf (mean over channels)",
+              colorbar="Δf (value / coordinate²)", cmap="RdBu_r", vmin=-lap_scale,
+              vmax=lap_scale),
+    ]
+    return panel_figure([panels], f"SIREN fit of {image.path.name}: {quality} "
+                        "(values on [-1, 1], coordinates on [-1, 1]²)")

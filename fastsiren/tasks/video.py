@@ -26,10 +26,19 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io.video import has_mp4_support, read_video, write_frame_grid, write_gif, write_mp4
+from ..io.video import has_mp4_support, read_video, write_gif, write_mp4
 from ..jet import Jet
 from .base import FitContext, FitSettings, Task, setting
-from .common import data_file, evaluate_on_grid, psnr, psnr_tensor, random_subset
+from .common import (
+    Panel,
+    data_file,
+    evaluate_on_grid,
+    panel_figure,
+    psnr,
+    psnr_tensor,
+    random_subset,
+    save_figure,
+)
 
 __all__ = ["VideoSettings", "VideoTask", "sample_video_path", "shrink_frames", "voxel_grid"]
 
@@ -150,14 +159,26 @@ class VideoTask(Task):
         video = self.reconstruction(model)
         paths = [out_dir / "reconstruction.gif", out_dir / "frames.png"]
         write_gif(paths[0], video, self.fps)
-        shown = np.linspace(0, self.shape[0] - 1, min(GRID_FRAMES, self.shape[0])).round()
-        shown = shown.astype(int)
-        write_frame_grid(paths[1], np.concatenate([self.frames[shown], video[shown]]),
-                         columns=len(shown))
+        paths[1] = save_figure(self.frames_figure(video), paths[1])
         if has_mp4_support():
             paths.append(out_dir / "reconstruction.mp4")
             write_mp4(paths[-1], video, self.fps)
         return paths
+
+    def frames_figure(self, video: np.ndarray):
+        """frames.png: evenly spaced frames, the target above and the fit below, each fit
+        titled with its frame's PSNR."""
+        shown = np.linspace(0, self.shape[0] - 1, min(GRID_FRAMES, self.shape[0])).round()
+        shown = shown.astype(int)
+        error = (video[shown].astype(np.float64) - self.frames[shown]) ** 2
+        frame_psnr = [psnr(e.mean()) for e in error]
+        whole = psnr(((video.astype(np.float64) - self.frames) ** 2).mean())
+        targets = [Panel(self.frames[i], f"target, frame {i}") for i in shown]
+        fits = [Panel(video[i], f"fit, {db:.1f} dB") for i, db in zip(shown, frame_psnr)]
+        t, h, w = self.shape
+        return panel_figure([targets, fits], f"video fit: {t} frames of {h}x{w}, PSNR "
+                            f"{whole:.1f} dB over the clip (per frame below each fit)",
+                            panel_inches=1.9)
 
     def describe(self) -> dict:
         t, h, w = self.shape

@@ -107,6 +107,7 @@ class WaveTask(Task):
         self.times = torch.linspace(0, settings.t_end, settings.frames)
         t = self.times[:, None, None].expand(-1, xy.shape[0], 1)
         self.grid = torch.cat((t, xy.expand(settings.frames, -1, -1)), -1)  # [F, side², 3]
+        self._metrics: dict | None = None  # the last evaluate's, for the pictures' titles
 
     # -- data -------------------------------------------------------------------------------
     def initial_data(self, xy: torch.Tensor) -> torch.Tensor:
@@ -170,6 +171,7 @@ class WaveTask(Task):
         if self.exact:
             region = self.determined(self.grid)
             metrics["rel_error"] = float(relative_l2(u[region], self.solution(self.grid)[region]))
+        self._metrics = metrics
         return metrics
 
     def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
@@ -178,14 +180,26 @@ class WaveTask(Task):
         frames = u.reshape(-1, side, side).numpy()
         scale = float(np.percentile(np.abs(frames), 99.5)) or 1.0
         out_dir = Path(out_dir)
+        metrics = self._metrics or self.evaluate(model)
+        s = self.settings
+        if self.exact:
+            what = (f"standing wave {s.amplitude} cos({s.mode_x}πx) cos({s.mode_y}πy), "
+                    f"relative L2 error {metrics['rel_error']:.3f} against the exact solution")
+        else:
+            what = (f"Gaussian pulse, mean |u_tt - c²Δu| "
+                    f"{metrics['pde_residual_mean_abs']:.3g} on the grid")
         paths = [write_frames_gif(out_dir / "frames.gif", frames, scale),
-                 plot_frames(out_dir / "frames.png", frames, self.times.tolist(), scale)]
+                 plot_frames(out_dir / "frames.png", frames, self.times.tolist(), scale,
+                             f"wave u(t, x, y), c = {s.speed} ({s.velocity}): {what}")]
         if self.exact:
             last = self.grid[-1]
             error = (u[-1] - self.solution(last)).abs()
             error[~self.determined(last)] = float("nan")
-            paths.append(plot_field(out_dir / "error.png", error.reshape(side, side).numpy(),
-                                    "error"))
+            paths.append(plot_field(
+                out_dir / "error.png", error.reshape(side, side).numpy(), "error",
+                f"|u - exact| at t = {self.times[-1]:.2f} (blank: outside the domain of "
+                f"dependence)\nrelative L2 error over all frames {metrics['rel_error']:.3f}",
+                unit="u"))
         return paths
 
     def describe(self) -> dict:
@@ -211,17 +225,24 @@ def write_frames_gif(path: Path, frames: np.ndarray, scale: float) -> Path:
     return path
 
 
-def plot_frames(path: Path, frames: np.ndarray, times: list[float], scale: float) -> Path:
-    """The frames in a grid of up to four columns, each titled with its time."""
+def plot_frames(path: Path, frames: np.ndarray, times: list[float], scale: float,
+                title: str = "wave u(t, x, y)") -> Path:
+    """The frames in a grid of up to four columns, each titled with its time, one colour bar
+    for u over [-scale, scale], the figure titled with ``title``."""
     plt = pyplot()
     cols = min(4, len(frames))
     rows = math.ceil(len(frames) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.8, 2.6 * rows + 0.6),
+                             squeeze=False)
     for ax in axes.flat:
-        ax.axis("off")
+        ax.set_visible(False)
     for ax, frame, t in zip(axes.flat, frames, times):
-        ax.imshow(frame, origin="lower", extent=(-1, 1, -1, 1), cmap="RdBu_r", vmin=-scale,
-                  vmax=scale)
-        ax.set_title(f"t = {t:.3f}")
-    fig.tight_layout()
-    return save_figure(fig, path)
+        ax.set_visible(True)
+        shown = ax.imshow(frame, origin="lower", extent=(-1, 1, -1, 1), cmap="RdBu_r",
+                          vmin=-scale, vmax=scale)
+        ax.set_title(f"t = {t:.3f}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    bar = fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+    bar.set_label("u")
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, bbox_inches="tight")
