@@ -14,7 +14,10 @@ from torch import nn
 
 from ..checkpoint import atomic_write
 
-__all__ = ["Log", "backend_name", "device_name", "plot_curve", "versions", "write_json"]
+__all__ = [
+    "ExpectedTime", "Log", "backend_name", "device_name", "format_duration", "plot_curve",
+    "versions", "write_json",
+]
 
 
 class Log:
@@ -94,3 +97,51 @@ def plot_curve(log_path: Path, png_path: Path, metric: str | None) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, png_path)
+
+
+class ExpectedTime:
+    """Says once, before most of a fit has run, how long it will take: the median time of a few
+    steps (the first left out: it warms caches and compiles) times the steps to go.
+
+    Call ``step_done(seconds)`` after each step; ``say`` gets one line once ``min_steps`` steps
+    and ``min_seconds`` of them are timed (or ``max_steps`` steps), and only when the fit as a
+    whole will take at least ``quiet_below`` seconds.
+    """
+
+    def __init__(self, task: str, steps_to_go: int, say, min_steps: int = 3,
+                 min_seconds: float = 2.0, max_steps: int = 20, quiet_below: float = 20.0):
+        self.task, self.steps_to_go, self.say = task, steps_to_go, say
+        self.min_steps, self.min_seconds, self.max_steps = min_steps, min_seconds, max_steps
+        self.quiet_below = quiet_below
+        self.seen, self.first = 0, 0.0
+        self.timed: list[float] | None = []  # None once said
+
+    def step_done(self, seconds: float) -> None:
+        if self.timed is None:
+            return
+        self.seen += 1
+        if self.seen == 1:
+            self.first = seconds
+            return
+        self.timed.append(seconds)
+        enough = len(self.timed) >= self.min_steps and sum(self.timed) >= self.min_seconds
+        if enough or len(self.timed) >= self.max_steps:
+            self.report()
+
+    def report(self) -> None:
+        per_step = sorted(self.timed)[len(self.timed) // 2]
+        total = self.first + sum(self.timed) + per_step * (self.steps_to_go - self.seen)
+        if total >= self.quiet_below and self.say is not None:
+            self.say(f"fit {self.task}: expected {format_duration(total)} for "
+                     f"{self.steps_to_go} steps ({per_step:.3g} s per step over steps 2 to "
+                     f"{self.seen}; evaluation and outputs come after)")
+        self.timed = None
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '3.5 min', '2.1 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
