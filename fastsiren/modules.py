@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from fastsiren.functional import siren_jet
-from fastsiren.jet import Jet
+from fastsiren.jet import Jet, JetLayout
 from fastsiren.jet_ops import check_name
 from fastsiren.reference.siren import sine_init_bound
+from fastsiren.sine_jet import points_per_chunk
 
-__all__ = ["BatchedSiren", "SineLayer", "Siren", "convert_official_state_dict"]
+__all__ = ["BatchedSiren", "SineLayer", "Siren", "batched_siren_jet", "convert_official_state_dict",
+           "network_group"]
 
 
 def _is_int(value) -> bool:
@@ -208,13 +210,57 @@ class Siren(_BackendMixin, nn.Module):
                 f"compile_chunks={self.compile_chunks}")
 
 
+def network_group(x: torch.Tensor, n_networks: int, width: int, order: int = 0,
+                  hessian_diag: bool = False) -> int:
+    """Networks per ``siren_jet`` call in ``batched_siren_jet``: on the CPU as many whole
+    networks as fit the torch backend's chunk budget (``sine_jet.points_per_chunk``), at least
+    one (whose points that call then chunks as a single fit's); elsewhere all of them."""
+    if x.device.type != "cpu":
+        return n_networks
+    n_points = max(x.shape[-2], 1)
+    rows = JetLayout(order, x.shape[-1], hessian_diag).rows
+    return max(1, points_per_chunk(n_points * n_networks, rows, width, x) // n_points)
+
+
+def batched_siren_jet(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                      omegas: list[float], order: int = 2, outermost_linear: bool = True,
+                      backend: str = "auto", hessian_diag: bool = False,
+                      compile_chunks: bool | None = None) -> Jet:
+    """``siren_jet`` of B networks (weights [B, out, in], x [B, N, d] or [N, d] shared), called
+    on groups of ``network_group`` networks and joined: the same jet and gradients as one call.
+
+    One call for all B would size its chunks of points for one network, so its stacked
+    activations grow with B (64 networks of 64x64 pixels at width 64: 64 MiB per layer), fall
+    out of cache and make a batch slower per network than fitting the networks one after
+    another. Groups of whole networks keep each call's activations within the budget one
+    network's chunk has (``torch.split`` of the parameters: one concatenation in backward)."""
+    n_networks = weights[0].shape[0]
+    group = network_group(x, n_networks, max(w.shape[1] for w in weights), order, hessian_diag)
+
+    def call(coords, w, b):
+        return siren_jet(coords, w, b, omegas, order, outermost_linear, backend,
+                         hessian_diag=hessian_diag, compile_chunks=compile_chunks)
+
+    if group >= n_networks:
+        return call(x, list(weights), list(biases))
+    weight_groups = [torch.split(w, group) for w in weights]
+    bias_groups = [torch.split(b, group) for b in biases]
+    n_groups = len(weight_groups[0])
+    coords = torch.split(x, group) if x.dim() == 3 else [x] * n_groups
+    jets = [call(coords[g], [w[g] for w in weight_groups], [b[g] for b in bias_groups])
+            for g in range(n_groups)]
+    fields = zip(*((j.value, j.grad, j.lap, j.hess_diag) for j in jets))
+    return Jet(*(None if parts[0] is None else torch.cat(parts) for parts in fields))
+
+
 class BatchedSiren(_BackendMixin, nn.Module):
     """``n_networks`` independent SIRENs of one architecture (the other arguments as ``Siren``'s),
     trained together through the batched-weights path.
 
     Each parameter carries a leading batch dimension (``weights.{l}`` [B, out, in], ``biases.{l}``
-    [B, out]), and ``jet`` is one ``siren_jet`` call for all B networks: one fused call per step
-    for a whole batch of signals, never a Python loop over them. Network i is exactly the
+    [B, out]), and ``jet`` is ``batched_siren_jet``: batched ``siren_jet`` calls over groups of
+    networks sized to the CPU's cache (one network per call only where one alone fills it; all B
+    in one call on a GPU), and one optimizer step for all of them. Network i is exactly the
     ``Siren`` that ``siren(i)`` returns, with the same initialisation distribution.
     """
 
@@ -285,9 +331,9 @@ class BatchedSiren(_BackendMixin, nn.Module):
 
     def jet(self, x: torch.Tensor, order: int = 2, hessian_diag: bool = False) -> Jet:
         """Jets of all networks: x [B, N, d] (or [N, d] shared) -> value [B, N, out], ..."""
-        return siren_jet(x, list(self.weights), list(self.biases), self.omegas, order,
-                         self.outermost_linear, self.backend, hessian_diag=hessian_diag,
-                         compile_chunks=self.compile_chunks)
+        return batched_siren_jet(x, list(self.weights), list(self.biases), self.omegas, order,
+                                 self.outermost_linear, self.backend, hessian_diag,
+                                 self.compile_chunks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.jet(x, order=0).value
