@@ -355,3 +355,16 @@ def test_inputs_with_one_file_name_get_their_own_outputs(tmp_path):
     names = [row["image"] for row in result.metrics["metrics"]["images"]]
     assert names == ["a-rgb.png", "b-rgb.png"]
     assert sorted(p.name for p in (tmp_path / "run" / "images").iterdir()) == names
+
+
+def test_cli_sigterm_before_work_is_one_line(capsys, monkeypatch):
+    import fastsiren.cli.fit as cli_fit
+
+    def terminated(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(cli_fit, "build_fit_parser", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    _one_line(capsys, ["fit", "image"], "fastsiren fit: interrupted (SIGTERM)",
+              status=128 + signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before

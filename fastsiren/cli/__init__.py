@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import signal
 import sys
+import threading
 import warnings
 
 from ..errors import InputError
@@ -91,8 +93,26 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"fastsiren: warning: {message}\n"
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside a fit's steps (which save first): stop as Ctrl-C does, so
+    that what was claimed (a run folder's lock) is released and one line says why."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise _Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     command = "(starting)"
+    stop_signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                    if hasattr(signal, name)]
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _stop) for s in stop_signals} if in_main_thread else {}
+    format_warning = warnings.formatwarning
     try:
         args = build_parser().parse_args(
             join_negative_values(sys.argv[1:] if argv is None else list(argv)))
@@ -104,9 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"fastsiren {command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before the handler had anything to save
-        print(f"fastsiren {command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # before the handler had anything to save
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        print(f"fastsiren {command}: interrupted ({signal.Signals(signum).name})",
+              file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        warnings.formatwarning = format_warning
 
 
 if __name__ == "__main__":

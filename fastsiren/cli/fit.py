@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import typing
 
@@ -115,9 +116,11 @@ def _fit(args: argparse.Namespace) -> int:
     except FitInterrupted as exc:  # a stop signal: the message says what was saved
         print(f"fastsiren fit {task}: {exc}", file=sys.stderr)
         return 128 + exc.signum
-    except KeyboardInterrupt:  # Ctrl-C before training: nothing to save
-        print(f"fastsiren fit {task}: interrupted before training began", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a stop signal before training: nothing to save
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"fastsiren fit {task}: interrupted ({signal.Signals(signum).name}) before "
+              "training began", file=sys.stderr)
+        return 128 + signum
     except FloatingPointError as exc:
         print(f"fastsiren fit {task}: error: {exc}", file=sys.stderr)
         return 1
