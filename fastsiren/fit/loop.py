@@ -103,11 +103,16 @@ def fit(
     Args:
         task: a registered name ("image", ...) or a ``Task`` subclass.
         input: file(s) or folder; None fits the task's built-in sample.
-        out: the run folder (default ``runs/<task>``); created if missing.
+        out: the run folder (default ``runs/<task>``); created if missing, otherwise it must be
+            empty: a new run never replaces files it did not write. One fit at a time owns it
+            (``fastsiren.fit.run_folder``); a second one is refused with the owner's pid.
         resume: continue the run in ``out`` from its checkpoint (its saved settings are used;
-            only ``steps``, ``log_every`` and ``checkpoint_every`` may be changed).
+            only ``RESUMABLE_CHANGES`` may be changed; a warning says when the input's size or
+            contents changed since the run began).
         overwrite: start afresh in an ``out`` that already holds a run (otherwise refused, so
-            that a rerun never replaces a finished or stopped run by accident).
+            that a rerun never replaces a finished or stopped run by accident). Only that run's
+            own files are replaced, once the new run has written its first checkpoint: a new
+            run that fails earlier leaves the old one as it was.
         progress: show a progress bar.
         **settings: fields of the task's settings dataclass (``steps=500, lr=1e-4, ...``).
 
@@ -121,8 +126,10 @@ def fit(
     out_dir = Path(out) if out is not None else Path("runs") / task_cls.name
     if input is not None:
         settings["input"] = input
+    settings_obj = None
     if not resume:  # every setting checked before the folder is touched
-        settings_from_kwargs(task_cls.settings_class, settings).validate()
+        settings_obj = settings_from_kwargs(task_cls.settings_class, settings)
+        settings_obj.validate()
     rank, world_size, _ = distributed.process_place()
     # Rank 0 owns the folder; if it cannot claim it, it fails and torchrun stops the others.
     folder = RunFolder.claim(out_dir, resume=resume, overwrite=overwrite,
@@ -133,9 +140,7 @@ def fit(
         checkpoint = None
         if resume:
             checkpoint, settings_obj = _resume_settings(task_cls, out_dir, settings)
-        else:
-            settings_obj = settings_from_kwargs(task_cls.settings_class, settings)
-        settings_obj.validate()
+            settings_obj.validate()
         context = distributed.make_context(settings_obj.device)
         distributed.barrier(context)  # the others write only once rank 0 owns the folder
         write_dir = folder.write_dir if folder is not None else out_dir
@@ -316,7 +321,7 @@ class _Run:
         if self.context.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.context.device)
         task, context = self.task, self.context
-        save_checkpoint(self.file(_rank_checkpoint(Path(), context.rank).name), {
+        save_checkpoint(self.file(_rank_name(CHECKPOINT_NAME, context.rank)), {
             "format": CHECKPOINT_FORMAT, "task": task.name, "step": self.step,
             "settings": self.settings.to_dict(), "model_class": task.model_class,
             "model_kwargs": task.model_kwargs(), "model": self.model.state_dict(),
