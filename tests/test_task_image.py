@@ -103,13 +103,14 @@ def test_fit_image_end_to_end(rgb_png, tmp_path, capsys):
 
 
 def test_inpainting_reports_held_back_pixels(rgb_png, tmp_path):
-    result = fs.fit("image", rgb_png, out=tmp_path, steps=5, keep_fraction=0.5,
+    out = tmp_path / "run"  # a new folder: the input's folder holds a file the run did not write
+    result = fs.fit("image", rgb_png, out=out, steps=5, keep_fraction=0.5,
                     render_range=1.5, width=8, depth=1, device="cpu", progress=False)
     metrics = result.metrics["metrics"]
     assert {"psnr", "psnr_fitted_pixels", "psnr_held_back_pixels"} <= set(metrics)
     assert result.metrics["data"]["pixels_fitted"] == 120  # half of 12 x 20
-    assert Image.open(tmp_path / "render.png").size == (30, 18)  # pixel pitch kept
-    assert_labelled(tmp_path / "comparison.png", "pixels fitted (50%", "held back",
+    assert Image.open(out / "render.png").size == (30, 18)  # pixel pitch kept
+    assert_labelled(out / "comparison.png", "pixels fitted (50%", "held back",
                     colorbars=2)
 
 
