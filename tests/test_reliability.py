@@ -368,3 +368,29 @@ def test_cli_sigterm_before_work_is_one_line(capsys, monkeypatch):
     _one_line(capsys, ["fit", "image"], "fastsiren fit: interrupted (SIGTERM)",
               status=128 + signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_bench_json_keeps_the_cases_done_when_a_later_one_fails(tmp_path, monkeypatch):
+    from fastsiren.benchmark import run as bench_run
+    from fastsiren.cli import build_parser
+
+    run_case = bench_run.Runner.run_case
+    done = []
+
+    def failing_second_case(self, case, names, precision):
+        if done and case != done[0]:
+            raise RuntimeError("out of memory on the second case")
+        done.append(case)
+        return run_case(self, case, names, precision)
+
+    monkeypatch.setattr(bench_run.Runner, "run_case", failing_second_case)
+    json_path = tmp_path / "r.json"
+    args = build_parser().parse_args([
+        "bench", "--preset", "smoke", "--workloads", "jet2,step_lap", "--widths", "8",
+        "--n", "32", "--providers", "fastsiren-torch,autograd", "--min-time", "0",
+        "--no-memory", "--json", str(json_path)])
+    with pytest.raises(RuntimeError, match="second case"):
+        args.func(args)
+    doc = json.loads(json_path.read_text())
+    assert doc["partial"] is True
+    assert {r["workload"] for r in doc["results"]} == {done[0].workload}
