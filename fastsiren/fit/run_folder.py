@@ -94,7 +94,7 @@ class RunFolder:
                 folder.write_dir.mkdir(exist_ok=True)
             else:
                 folder.resuming = True
-                folder.files = set(read_manifest(path).get("files", ()))
+                folder.files = run_files(path) or set()
             _check_writable(folder.write_dir)
         except BaseException:
             folder.release(failed=True)
