@@ -30,6 +30,11 @@ Two modes produce the same triangles:
   holds ``|grad f| ~ 1`` where it was trained and only roughly elsewhere, hence the margin of
   the default (1.5). An occupancy field has no such bound (its value jumps from 0 to 1 across
   the surface): coarse-to-fine refuses ``lipschitz=None`` and the dense mode is the one to use.
+
+After marching cubes, ``project_to_level_set`` moves vertices onto the level set by Newton steps
+along the field's gradient (sub-voxel vertices from a coarse grid), and ``mean_curvature`` gives
+the mean curvature of the level set at any points (per-vertex colouring); both take a ``Siren``'s
+analytic jet, or autograd through any other callable.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ __all__ = [
     "dense_volume",
     "evaluate_field",
     "extract_mesh",
+    "mean_curvature",
     "plan_coarse_to_fine",
+    "project_to_level_set",
     "save_mesh",
 ]
 
@@ -94,15 +101,24 @@ class Mesh:
     vertices: np.ndarray
     faces: np.ndarray
     stats: dict = dataclass_field(default_factory=dict)
+    vertex_values: dict[str, np.ndarray] = dataclass_field(default_factory=dict)
 
     def to_trimesh(self):
+        """A trimesh; each of ``vertex_values`` (one number per vertex, e.g. the mean curvature)
+        becomes a vertex attribute, written as a PLY vertex property of that name."""
         import trimesh
 
-        return trimesh.Trimesh(self.vertices, self.faces, process=False)
+        mesh = trimesh.Trimesh(self.vertices, self.faces, process=False)
+        for name, values in self.vertex_values.items():
+            mesh.vertex_attributes[name] = np.asarray(values, dtype=np.float32)
+        return mesh
 
     def transformed(self, scale: float, offset: np.ndarray) -> Mesh:
-        """The mesh under ``x -> x * scale + offset`` (orientation kept: ``scale > 0``)."""
-        return Mesh(self.vertices * scale + np.asarray(offset), self.faces, dict(self.stats))
+        """The mesh under ``x -> x * scale + offset`` (orientation kept: ``scale > 0``); vertex
+        values are carried over unchanged (a curvature must be divided by ``scale`` by its
+        owner)."""
+        return Mesh(self.vertices * scale + np.asarray(offset), self.faces, dict(self.stats),
+                    dict(self.vertex_values))
 
 
 def _field_device(field: Field, device: str | torch.device | None) -> torch.device:
@@ -447,6 +463,108 @@ def _edge_keys(vertices: np.ndarray, origin: np.ndarray) -> np.ndarray:
     axis = np.where(fractional.any(axis=1), fractional.argmax(axis=1), 3)
     point = base.astype(np.int64) + origin
     return ((point[:, 0] << 42) | (point[:, 1] << 22) | (point[:, 2] << 2) | axis).astype(np.int64)
+
+
+
+def _gradient(field: Field, x: torch.Tensor, order: int = 1):
+    """(value [M], gradient [M, 3], Laplacian [M] or None) of ``field`` at ``x``: from the jet
+    of a field that has one (a ``Siren``: the analytic order-1 or order-2 jet), else by autograd
+    through the callable (plain functions, ``Sequential(model, Sigmoid)``)."""
+    if hasattr(field, "jet"):
+        jet = field.jet(x, order=order)
+        lap = jet.lap.reshape(-1) if order == 2 else None
+        return jet.value.reshape(-1), jet.grad.reshape(-1, x.shape[-1]), lap
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        value = torch.as_tensor(field(x)).reshape(-1)
+        (grad,) = torch.autograd.grad(value.sum(), x, create_graph=order == 2)
+        lap = None
+        if order == 2:
+            lap = sum(torch.autograd.grad(grad[:, i].sum(), x, retain_graph=True)[0][:, i]
+                      for i in range(x.shape[-1]))
+        return value.detach(), grad.detach(), None if lap is None else lap.detach()
+
+
+def project_to_level_set(
+    field: Field,
+    vertices: np.ndarray,
+    level: float = 0.0,
+    steps: int = 3,
+    max_move: float | None = None,
+    chunk_points: int = DEFAULT_CHUNK_POINTS,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """``vertices`` moved onto ``{f = level}`` by Newton steps along the gradient,
+
+        x <- x - (f(x) - level) grad f(x) / |grad f(x)|^2,
+
+    ``steps`` times (float64 in, float64 out; the field runs in float32). Marching cubes puts
+    each vertex where the linear interpolation of the two grid values along its edge crosses
+    the level, off the true surface by O(h^2 |f''|) for grid spacing h; one Newton step on a
+    field with a nonzero gradient reduces that to O(|f - level|^2 |f''| / |grad f|^3), so a
+    128^3 grid gives vertices as accurate as a much finer one (the triangles between them
+    still chord the surface). Each step moves a vertex at most ``max_move`` (the grid spacing
+    is the natural bound: a marching-cubes vertex lies on a grid edge that the level set
+    crosses); a vertex where the gradient vanishes stays where it is.
+    """
+    device = _field_device(field, device)
+    x_all = np.array(vertices, dtype=np.float64, copy=True)
+    with _frozen(field):
+        for start in range(0, len(x_all), chunk_points):
+            x = torch.as_tensor(x_all[start : start + chunk_points], device=device)
+            for _ in range(steps):
+                with torch.no_grad() if hasattr(field, "jet") else contextlib.nullcontext():
+                    value, grad, _ = _gradient(field, x.float())
+                value, grad = value.double(), grad.double()
+                norm2 = grad.square().sum(-1)
+                move = torch.where(norm2[:, None] > 0,
+                                   -((value - level) / norm2.clamp_min(1e-30))[:, None] * grad,
+                                   torch.zeros_like(grad))
+                if max_move is not None:
+                    length = move.norm(dim=-1, keepdim=True)
+                    move = move * (max_move / length.clamp_min(max_move))
+                x = x + move
+            x_all[start : start + chunk_points] = x.cpu().numpy()
+    return x_all
+
+
+def mean_curvature(
+    field: Field,
+    points: np.ndarray,
+    step: float = 1e-3,
+    chunk_points: int = DEFAULT_CHUNK_POINTS,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """The mean curvature of the level set of ``field`` through each of ``points [M, 3]``:
+
+        H = div(n) / 2 = (lap f - n^T (Hess f) n) / (2 |grad f|),     n = grad f / |grad f|,
+
+    positive where the surface bends away from its outward normal (a sphere of radius R: 1/R
+    with f increasing outwards). ``lap f`` is the trace of the Hessian from the order-2 jet (a
+    ``Siren``; autograd for a plain callable); the normal-normal second derivative comes from a
+    central difference of the gradient along n,
+
+        n^T (Hess f) n = (grad f(x + s n) - grad f(x - s n)) . n / (2 s) + O(s^2),
+
+    so the mixed second derivatives are never formed (the engine's order-2 jet holds the
+    Hessian's trace and diagonal only). ``step`` s is in the field's coordinates: 1e-3 of a
+    [-1, 1] cube keeps the O(s^2 f'''') error near 1e-4 relative for a SIREN at omega_0 = 30
+    and the float32 round-off (~1e-7 |grad f| / s) below it. Float64 array [M].
+    """
+    device = _field_device(field, device)
+    out = np.empty(len(points), dtype=np.float64)
+    with _frozen(field), torch.no_grad() if hasattr(field, "jet") else contextlib.nullcontext():
+        for start in range(0, len(points), chunk_points):
+            x = torch.as_tensor(points[start : start + chunk_points], dtype=torch.float32,
+                                device=device)
+            _, grad, lap = _gradient(field, x, order=2)
+            norm = grad.norm(dim=-1).clamp_min(1e-12)
+            n = grad / norm[:, None]
+            _, grad_plus, _ = _gradient(field, x + step * n)
+            _, grad_minus, _ = _gradient(field, x - step * n)
+            normal_second = ((grad_plus - grad_minus) * n).sum(-1) / (2 * step)
+            out[start : start + len(x)] = ((lap - normal_second) / (2 * norm)).double().cpu()
+    return out
 
 
 def check_mesh_path(path: str | os.PathLike) -> Path:

@@ -18,7 +18,13 @@ trimesh = pytest.importorskip("trimesh")
 
 import fastsiren as fs  # noqa: E402
 from fastsiren.errors import InputError  # noqa: E402
-from fastsiren.mesh import extract_mesh, plan_coarse_to_fine, save_mesh  # noqa: E402
+from fastsiren.mesh import (  # noqa: E402
+    extract_mesh,
+    mean_curvature,
+    plan_coarse_to_fine,
+    project_to_level_set,
+    save_mesh,
+)
 
 RADIUS = 0.6
 
@@ -147,3 +153,48 @@ def test_bad_input(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         save_mesh(extract_mesh(sphere_sdf, 8), tmp_path / "missing" / "out.ply")
     assert existing.read_text() == "already here"
+
+
+class AnalyticSphere(torch.nn.Module):
+    """The SDF of a sphere of radius ``RADIUS`` with a ``jet`` like a Siren's, so that the
+    projection and the curvature take their jet path on it (a plain callable takes autograd)."""
+
+    def forward(self, x):
+        return sphere_sdf(x)[:, None]
+
+    def jet(self, x, order=1):
+        r = x.norm(dim=-1, keepdim=True)
+        lap = (2 / r) if order == 2 else None  # div(x / r) = (d - 1) / r in d = 3
+        return fs.Jet(value=r - RADIUS, grad=(x / r)[:, None, :], lap=lap)
+
+
+def squared_sphere(x):
+    # The same zero set as the sphere's SDF but not a distance: |grad f| = 2 |x| and marching
+    # cubes' linear interpolation misplaces every vertex by O(h^2).
+    return x.square().sum(-1) - RADIUS**2
+
+
+@pytest.mark.parametrize("field", [squared_sphere, AnalyticSphere()], ids=["autograd", "jet"])
+def test_projection_moves_vertices_onto_the_level_set(field):
+    mesh = extract_mesh(field, 17, bounds=(-1.0, 1.0))
+    before = np.abs(np.linalg.norm(mesh.vertices, axis=1) - RADIUS)
+    projected = project_to_level_set(field, mesh.vertices, steps=3, max_move=2 / 16)
+    after = np.abs(np.linalg.norm(projected, axis=1) - RADIUS)
+    if field is squared_sphere:
+        assert before.max() > 1e-3  # the raw vertices are visibly off
+    assert after.max() < 1e-6  # float32 field values, float64 positions
+    assert projected.dtype == np.float64 and projected.shape == mesh.vertices.shape
+    # A move is bounded by max_move; a level other than 0 is honoured.
+    shifted = project_to_level_set(field, mesh.vertices, level=0.01, steps=1, max_move=1e-4)
+    assert np.linalg.norm(shifted - mesh.vertices, axis=1).max() <= 1e-4 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("field", [squared_sphere, AnalyticSphere()], ids=["autograd", "jet"])
+def test_mean_curvature_of_a_sphere_is_one_over_its_radius(field):
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=(500, 3))
+    points = RADIUS * direction / np.linalg.norm(direction, axis=1, keepdims=True)
+    curvature = mean_curvature(field, points)
+    np.testing.assert_allclose(curvature, 1 / RADIUS, rtol=2e-3)
+    # Off the surface: the level set through the point, a sphere of that radius.
+    np.testing.assert_allclose(mean_curvature(field, 0.5 * points), 2 / RADIUS, rtol=2e-3)
