@@ -113,7 +113,7 @@ def test_bad_inputs_fail_in_one_line(tmp_path, capsys):
 
 def test_device_defaults_keep_the_official_run_on_cuda():
     cpu = HelmholtzSettings().resolved(torch.device("cpu"))
-    assert (cpu.steps, cpu.points, cpu.near_points, cpu.width) == (3000, 4096, 1024, 128)
+    assert (cpu.steps, cpu.points, cpu.near_points, cpu.width) == (1500, 4096, 1024, 128)
     cpu.validate()
     cuda = HelmholtzSettings().resolved(torch.device("cuda"))
     assert (cuda.steps, cuda.points, cuda.near_points, cuda.lr) == (50000, 52900, 0, 2e-5)

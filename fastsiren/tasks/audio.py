@@ -52,9 +52,10 @@ __all__ = [
 # The official grid is linspace(-100, 100): time scaled by 100 against [-1, 1].
 OFFICIAL_TIME_RANGE = 100.0
 
-# CPU defaults: a run of at most two minutes on two cores that is worth listening to (see
-# AudioSettings); CUDA gets the paper's settings (all samples, width 256, lr 1e-4).
-CPU_SECONDS = 1.0
+# CPU defaults: a run of under two minutes on two cores that is worth listening to (one second
+# of the clip took 2.6 minutes; half a second halves the step); CUDA gets the paper's settings
+# (all samples, width 256, lr 1e-4). bench/fit_results/cpu_defaults.md has the measured run.
+CPU_SECONDS = 0.5
 CPU_WIDTH = 128
 CPU_STEPS = 300
 CPU_LR = 1e-4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -262,7 +263,10 @@ def panel_figure(rows: list[list[Panel | None]], title: str, panel_inches: float
                 bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
                 bar.set_label(panel.colorbar, fontsize=8)
                 bar.ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=10)
+    # about 11 characters of 10-point text per inch: wrap each line of the title to the figure
+    columns = max(40, int(11 * width * n_cols))
+    fig.suptitle("\n".join(textwrap.fill(line, columns) for line in title.split("\n")),
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
