@@ -20,11 +20,11 @@ def test_providers_agree_image_by_image():
     coords = pixel_grid(case.size, case.size).double().expand(case.images, -1, -1)
     weights, biases, omegas = throughput.initial_parameters(case, seed=1)
     params = [t.double() for t in weights + biases]
-    loop = throughput._fit_loop(params, coords, target, case, "torch")
-    batched = throughput._fit_stacked(throughput._fastsiren_mse(omegas, "torch"), params,
-                                      coords, target, case)
-    vmapped = throughput._fit_stacked(throughput._vmap_mse(case), params, coords, target,
-                                      case)
+    loop = throughput.finish(throughput._fit_loop(params, coords, target, case, "torch"))
+    batched = throughput.finish(throughput._fit_stacked(
+        throughput._fastsiren_mse(omegas, "torch"), params, coords, target, case))
+    vmapped = throughput.finish(throughput._fit_stacked(
+        throughput._vmap_mse(case), params, coords, target, case))
     psnr, steps = loop
     assert (psnr >= case.target_psnr).all() and len(set(steps.tolist())) > 1  # stops differ
     for other_psnr, other_steps in (batched, vmapped):

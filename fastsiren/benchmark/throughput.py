@@ -15,9 +15,10 @@ Each fit checks every image's PSNR every ``check_every`` steps (from the step's 
 unclipped, so the check costs no extra forward) and stops a network once it reaches
 ``target_psnr`` (the loop moves to the next image; the batched providers drop the network from
 the batch, weights and Adam state, so a finished network costs nothing). Images per second is
-images / wall seconds of training; the mean PSNR is each image's at its stop. Providers
-alternate within each round (the order reversed every other round) and each provider's fastest
-round counts, so a loaded machine slows all of them alike.
+images / seconds of training; the mean PSNR is each image's at its stop. The providers' fits run
+interleaved, one optimizer step of each in turn (the order reversed every turn), each timed on
+its own: a machine whose load changes during the measurement slows all of them alike. Each
+provider's fastest of ``rounds`` such runs counts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import copy
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from ..reference.siren import Siren as ReferenceSiren
 from ..tasks.common import pixel_grid, sample_image_path
 from .machine import machine_info
 
-__all__ = ["PRESETS", "PROVIDERS", "ThroughputCase", "main", "markdown", "measure"]
+__all__ = ["PRESETS", "PROVIDERS", "ThroughputCase", "finish", "main", "markdown", "measure"]
 
 PROVIDERS = ("loop", "vmap", "fastsiren")
 
@@ -130,11 +132,20 @@ class _StackedAdam:
         self.optimizer.step()
 
 
+def finish(fit: Iterator) -> tuple[np.ndarray, np.ndarray]:
+    """Run a fit (a generator that yields after each optimizer step) to its end; its result."""
+    while True:
+        try:
+            next(fit)
+        except StopIteration as done:
+            return done.value
+
+
 def _fit_stacked(per_image_mse, params: list[torch.Tensor], coords: torch.Tensor,
-                 target: torch.Tensor, case: ThroughputCase) -> tuple[np.ndarray, np.ndarray]:
+                 target: torch.Tensor, case: ThroughputCase) -> Iterator:
     """Fit stacked networks until each reaches the target (or max_steps); finished networks
-    leave the batch. ``per_image_mse(params, coords, target) -> [B]``. Returns each image's
-    PSNR at its stop and the steps it took."""
+    leave the batch. ``per_image_mse(params, coords, target) -> [B]``. Yields after each step;
+    returns each image's PSNR at its stop and the steps it took."""
     n = coords.shape[0]
     adam = _StackedAdam(params, case.lr)
     active = torch.arange(n, device=coords.device)
@@ -142,6 +153,7 @@ def _fit_stacked(per_image_mse, params: list[torch.Tensor], coords: torch.Tensor
     for step in range(case.max_steps):
         mse = per_image_mse(adam.params, coords[active], target[active])
         adam.step(mse.sum())
+        yield
         if step % case.check_every == 0:
             psnr = _psnr(mse.detach()).cpu()  # of the weights before this step
             done = psnr >= case.target_psnr
@@ -191,8 +203,9 @@ def _vmap_mse(case: ThroughputCase):
 
 
 def _fit_loop(params: list[torch.Tensor], coords: torch.Tensor, target: torch.Tensor,
-              case: ThroughputCase, backend: str) -> tuple[np.ndarray, np.ndarray]:
-    """One ``fs.Siren`` and one Adam per image, one image after another."""
+              case: ThroughputCase, backend: str) -> Iterator:
+    """One ``fs.Siren`` and one Adam per image, one image after another; yields after each
+    step."""
     n_layers = len(params) // 2
     final_psnr, steps = np.zeros(coords.shape[0]), np.full(coords.shape[0], case.max_steps)
     for b in range(coords.shape[0]):
@@ -209,6 +222,7 @@ def _fit_loop(params: list[torch.Tensor], coords: torch.Tensor, target: torch.Te
             optimizer.zero_grad(set_to_none=True)
             mse.backward()
             optimizer.step()
+            yield
             if step % case.check_every == 0:
                 psnr = float(_psnr(mse.detach()))
                 if psnr >= case.target_psnr:
@@ -227,9 +241,8 @@ def _sync(device: torch.device) -> None:
 
 def measure(case: ThroughputCase, providers=PROVIDERS, device: torch.device | str = "cpu",
             rounds: int = 2, seed: int = 0, backend: str = "auto") -> dict:
-    """Images per second to ``case.target_psnr`` and the PSNRs reached, per provider: the
-    providers take turns within a round (the order reversed every other round) and each
-    provider's fastest round counts."""
+    """Images per second to ``case.target_psnr`` and the PSNRs reached, per provider: their
+    fits interleaved step by step, each step timed apart; each provider's fastest round counts."""
     device = torch.device(device)
     target = crops(case.images, case.size, seed).to(device)
     coords = pixel_grid(case.size, case.size, device=device).expand(case.images, -1, -1)
@@ -243,22 +256,35 @@ def measure(case: ThroughputCase, providers=PROVIDERS, device: torch.device | st
                                           target, case),
     }
     results: dict[str, dict] = {}
-    for r in range(rounds):
-        order = list(providers) if r % 2 == 0 else list(reversed(providers))
-        for name in order:
-            _sync(device)
-            start = time.perf_counter()
-            psnr, steps = fits[name]()
-            _sync(device)
-            seconds = time.perf_counter() - start
-            if name not in results or seconds < results[name]["seconds"]:
-                results[name] = {
-                    "seconds": seconds, "images_per_second": case.images / seconds,
-                    "mean_psnr": float(np.mean(psnr)), "min_psnr": float(np.min(psnr)),
-                    "mean_steps": float(np.mean(steps)), "max_steps": int(np.max(steps)),
-                    "reached": int(np.sum(psnr >= case.target_psnr)),
-                }
-    return {"case": asdict(case), "label": case.label, "providers": results}
+    for _ in range(rounds):
+        running = {name: fits[name]() for name in providers}
+        seconds = dict.fromkeys(providers, 0.0)
+        turn = 0
+        while running:
+            order = list(running) if turn % 2 == 0 else list(reversed(running))
+            turn += 1
+            for name in order:
+                _sync(device)
+                start = time.perf_counter()
+                try:
+                    next(running[name])
+                    _sync(device)
+                    seconds[name] += time.perf_counter() - start
+                    continue
+                except StopIteration as done:
+                    seconds[name] += time.perf_counter() - start
+                    psnr, steps = done.value
+                del running[name]
+                if name not in results or seconds[name] < results[name]["seconds"]:
+                    results[name] = {
+                        "seconds": seconds[name],
+                        "images_per_second": case.images / seconds[name],
+                        "mean_psnr": float(np.mean(psnr)), "min_psnr": float(np.min(psnr)),
+                        "mean_steps": float(np.mean(steps)), "max_steps": int(np.max(steps)),
+                        "reached": int(np.sum(psnr >= case.target_psnr)),
+                    }
+    return {"case": asdict(case), "label": case.label,
+            "providers": {name: results[name] for name in providers}}
 
 
 def markdown(results: list[dict]) -> str:
