@@ -141,7 +141,8 @@ class HypernetTask(Task):
     example = ("fastsiren fit hypernet --out runs/hypernet      # built-in images, CPU minutes\n"
                "  fastsiren fit hypernet faces/ --encoder conv --heads lowrank\n"
                "  torchrun --nproc_per_node 4 -m fastsiren fit hypernet faces/\n"
-               "  fastsiren hypernet-predict runs/hypernet photo.png --context 100")
+               "  python -m fastsiren.data samples    # the built-in samples, to complete one\n"
+               "  fastsiren hypernet-predict runs/hypernet samples/camera.png --context 100")
 
     def __init__(self, settings: HypernetSettings, context: FitContext):
         super().__init__(settings, context)
