@@ -444,11 +444,12 @@ class _Run:
                  "points": self.points, "signals": task.n_signals,
                  "outputs": _files_under(staging)}, self.context)
             summary = self.summary(metrics, shards, staging)
-            self.place(staging)
             if self.primary:
-                write_json(self.file("metrics.json"), summary)
-                plot_curve(self.write_dir / "log.jsonl", self.file("curve.png"),
+                plot_curve(self.write_dir / "log.jsonl", staging / "curve.png",
                            task.progress_metric)
+            self.place(staging)
+            if self.primary:  # last: a run with metrics.json has all its outputs
+                write_json(self.file("metrics.json"), summary)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return FitResult(out_dir, summary, model, task)
