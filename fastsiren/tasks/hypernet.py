@@ -99,7 +99,7 @@ class HypernetSettings(FitSettings):
                                      positive=True, cpu=16, cuda=100)
     resolution: tuple[int, int] | None = setting(
         None, "image size after the centre crop (the paper: 32)", metavar="S|HxW",
-        parse=parse_resolution, cpu=(16, 16), cuda=(32, 32))
+        parse=parse_resolution, cpu=16, cuda=32)
     channels: int = setting(3, "colour channels (1: gray, 3: RGB)", choices=(1, 3))
     test_fraction: float = setting(0.2, "share of the images held out for the metrics",
                                    positive=True, high=0.9)
