@@ -120,7 +120,7 @@ def markdown(rows: list[dict], machine: dict, factor: float, image_step: float) 
                          f"{row['error']} |")
             continue
         shown = ", ".join(f"{k} {v}" for k, v in row["settings"].items())
-        estimate = row["wall_seconds"] / factor
+        estimate = row["wall_seconds"] / row.get("load_factor", factor)
         lines.append(
             f"| {row['label']} | `{row['command']}` | {shown} | {row['wall_seconds']:.0f} | "
             f"{row['train_seconds']:.0f} | {row['load_average']:.1f} | "
@@ -156,7 +156,8 @@ def main(argv=None) -> int:
         rows = []
         for label, task, options in runs:
             try:
-                rows.append(fit_row(label, task, options, root / label))
+                rows.append({**fit_row(label, task, options, root / label),
+                             "load_factor": factor})
             except Exception as exc:  # a missing extra, a broken task: the row says so
                 rows.append({"label": label, "command": command(task, options),
                              "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
