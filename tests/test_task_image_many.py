@@ -1,6 +1,7 @@
-"""Many images at once: one batched SIREN per folder follows the trajectories of single-image
-fits, handles mixed sizes with padding, writes per-image outputs and a summary, and shards
-across two torchrun processes."""
+"""Many images at once: one batched SIREN per dataset follows the trajectories of single-image
+fits, handles mixed sizes with padding, reads folders (recursively), globs and numpy stacks,
+skips unreadable images without losing the run, writes a summary (per-image outputs for small
+datasets or on request), and shards across two torchrun processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -123,3 +125,71 @@ def test_the_loop_is_backend_agnostic(folder, tmp_path, device):
     for name, p in torch_.model.state_dict().items():
         torch.testing.assert_close(triton.model.state_dict()[name], p, rtol=0, atol=1e-4,
                                    msg=name)
+
+
+def test_folders_globs_and_stacks(tmp_path):
+    # A folder with a subfolder, a glob, an .npy stack of grayscale and an .npz stack of RGB
+    # floats: one dataset, names that say where each image came from, grayscale promoted to RGB.
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    Image.fromarray(smooth_image(8, 8, 3, seed=0)).save(data / "a.png")
+    Image.fromarray(smooth_image(8, 8, 3, seed=1)).save(data / "sub" / "b.png")
+    np.save(tmp_path / "gray.npy", np.stack([smooth_image(6, 6, 1, seed=s) for s in range(3)]))
+    rgb = np.stack([smooth_image(6, 6, 3, seed=s) for s in range(2)]).astype(np.float32) / 255
+    np.savez(tmp_path / "rgb.npz", images=rgb, labels=np.arange(2))
+    inputs = [str(data), str(tmp_path / "gray.np?"), str(tmp_path / "rgb.npz")]
+    result = fs.fit("image", inputs, out=tmp_path / "run", steps=3, save_images=False, **TINY)
+    names = [row["image"] for row in result.metrics["metrics"]["images"]]
+    assert names == ["a.png", "sub/b.png", "gray.npy[0]", "gray.npy[1]", "gray.npy[2]",
+                     "rgb.npz[0]", "rgb.npz[1]"]
+    assert result.model.n_networks == 7 and result.task.out_features == 3
+    # Network i of the run is image i: its own fs.Siren reproduces the batched values.
+    network = fs.load_model(tmp_path / "run", index=5)
+    coords = result.task.coords[5, :36]
+    with torch.no_grad():
+        torch.testing.assert_close(network(coords), result.model(result.task.coords)[5, :36])
+    assert not (tmp_path / "run" / "images").exists()  # save_images=False: no pictures
+
+
+def test_a_corrupt_file_among_many_is_skipped_and_listed(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(smooth_image(5, 6, 1, seed=i)).save(folder / f"im{i:02d}.png")
+    (folder / "im17.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.fromarray(smooth_image(1, 6, 1)).save(folder / "line.png")  # too small to fit
+    with pytest.warns(UserWarning, match="skipped 2 of 41 images"):
+        result = fs.fit("image", folder, out=tmp_path / "run", steps=2, save_images=False,
+                        **TINY)
+    metrics = result.metrics["metrics"]
+    assert metrics["n_images"] == 39 and metrics["n_skipped"] == 2
+    assert [s["image"] for s in metrics["skipped"]] == ["im17.png", "line.png"]
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert "39 images fitted, 2 skipped" in summary and "| im17.png | image " in summary
+    rows = list(csv.DictReader((tmp_path / "run" / "summary.csv").open()))
+    assert len(rows) == 39 and "im17.png" not in {r["image"] for r in rows}
+    assert (tmp_path / "run" / "psnr_histogram.png").is_file()
+
+
+def test_bad_datasets_fail_before_any_work(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(InputError, match="no images in it or below it"):
+        fs.fit("image", empty, out=tmp_path / "a", steps=1, **TINY)
+    with pytest.raises(InputError, match="matches no files"):
+        fs.fit("image", str(tmp_path / "*.png"), out=tmp_path / "b", steps=1, **TINY)
+    np.save(tmp_path / "none.npy", np.zeros((0, 8, 8), np.uint8))
+    with pytest.raises(InputError, match="an empty stack"):
+        fs.fit("image", tmp_path / "none.npy", out=tmp_path / "c", steps=1, **TINY)
+    np.save(tmp_path / "four.npy", np.zeros((2, 8, 8, 4), np.uint8))
+    with pytest.raises(InputError, match=r"expected \[N, H, W\] or \[N, H, W, C\]"):
+        fs.fit("image", tmp_path / "four.npy", out=tmp_path / "d", steps=1, **TINY)
+    np.savez(tmp_path / "two.npz", a=np.zeros((2, 8, 8)), b=np.zeros((2, 8, 8)))
+    with pytest.raises(InputError, match="expected one, or one named 'images'"):
+        fs.fit("image", tmp_path / "two.npz", out=tmp_path / "e", steps=1, **TINY)
+    np.save(tmp_path / "hot.npy", np.full((2, 8, 8), 2.0, np.float32))
+    with pytest.raises(InputError, match="none of the 2 images could be read.*outside"):
+        fs.fit("image", tmp_path / "hot.npy", out=tmp_path / "f", steps=1, **TINY)
+    for name in "abcdef":
+        assert not (tmp_path / name).exists()

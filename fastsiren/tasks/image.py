@@ -50,6 +50,7 @@ from .image_common import (
     render_grid,
     write_image_outputs,
 )
+from .image_dataset import dataset_items, is_dataset
 
 __all__ = ["ImageSettings", "ImageTask"]
 
@@ -69,10 +70,9 @@ class ImageTask(Task):
 
     @classmethod
     def create(cls, settings: ImageSettings, context: FitContext) -> Task:
-        files = image_inputs(settings.input)
-        if len(files) > 1 or any(Path(p).is_dir() for p in settings.input):
-            return load_class(MANY_IMAGES)(settings, context, files)
-        return cls(settings, context, files[0])
+        if is_dataset(settings.input):
+            return load_class(MANY_IMAGES)(settings, context, dataset_items(settings.input))
+        return cls(settings, context, image_inputs(settings.input)[0])
 
     def __init__(self, settings: ImageSettings, context: FitContext, path: Path | None = None):
         super().__init__(settings, context)

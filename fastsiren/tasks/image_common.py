@@ -62,6 +62,10 @@ class ImageSettings(FitSettings):
     render_size: tuple[int, int] | None = setting(
         None, "also render the fitted function on an HxW grid (super-resolution)",
         metavar="HxW", parse=parse_render_size)
+    save_images: bool | None = setting(
+        None, "many images: write each image's pictures (target, reconstruction, gradient, "
+        "Laplacian, comparison) under images/ in the run folder (default: for at most 100 "
+        "images)")
     render_range: float = setting(
         1.0, "render over [-R, R]^2 (R > 1 extrapolates beyond the training square [-1, 1]^2; "
         "the pixel pitch is kept unless --render-size is given)", positive=True)

@@ -1,8 +1,9 @@
 """Many images at once: B independent SIRENs, one per image, trained together.
 
-``fastsiren fit image FOLDER`` (or several files) lands here. The networks are one
-``BatchedSiren`` (weights [B, out, in]); every step evaluates all of them in one batched
-``fs.siren_jet`` call, never a Python loop over images.
+``fastsiren fit image FOLDER`` (or several files, a glob, a numpy stack) lands here. The
+networks are one ``BatchedSiren`` (weights [B, out, in]); every step evaluates all of them through
+its batched jet (``siren_jet`` calls over cache-sized groups of networks) and takes one optimizer
+step, never a Python loop over images.
 
 Images of different sizes are padded, not grouped: each image keeps its own [-1, 1] grid
 (``common.pixel_grid``), the grids are padded to the longest one, and a per-point weight (zero on
@@ -16,10 +17,17 @@ from the initialisation a single-image fit with that seed would draw). Padding c
 of the missing points; images of one size waste nothing. Grayscale images are promoted to RGB
 when the folder mixes both.
 
-Outputs: one folder per image under ``images/`` with the single-image files, and
-``summary.md`` / ``summary.csv`` (one row per image: size, PSNR). metrics.json reports the mean
-PSNR, images per second, and every image's metrics. Under ``torchrun`` each process fits its
-shard of the files (``context.shard``); rank 0 writes the summary for all of them.
+The images come from ``tasks.image_dataset``: files, folders (recursive), glob patterns and
+``.npy``/``.npz`` stacks; an image that cannot be read is skipped with a warning and listed.
+
+Outputs: ``summary.csv`` (one row per image: name, size, PSNR), ``summary.md`` (the PSNR
+distribution, the images skipped, the table) and ``psnr_histogram.png``; with ``save_images``
+(by default for at most SAVE_IMAGES_UP_TO images) also one folder per image under ``images/``
+with the single-image files. metrics.json reports the mean PSNR, images per second, every
+image's metrics and, under ``data.names``, the images in the order of the networks: the run's
+``BatchedSiren`` checkpoint holds them all, and ``fs.load_model(run, index=i)`` is image i's
+``fs.Siren``. Under ``torchrun`` each process fits its shard of the images (``context.shard``)
+and writes its own checkpoint; rank 0 writes the summary for all of them.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from torch import nn
 from ..jet import Jet
 from ..modules import BatchedSiren, Siren
 from .base import FitContext, Task
-from .common import evaluate_on_grid, load_pixels, pixel_grid, psnr_tensor
+from .common import evaluate_on_grid, pixel_grid, psnr_tensor, pyplot, save_figure
 from .image_common import (
     ImageSettings,
     fitted_pixels,
@@ -43,32 +51,39 @@ from .image_common import (
     render_grid,
     write_image_outputs,
 )
+from .image_dataset import ImageItem, read_items
 
-__all__ = ["ManyImagesTask"]
+__all__ = ["SAVE_IMAGES_UP_TO", "ManyImagesTask"]
+
+# save_images left unset writes each image's pictures for datasets up to this size (six files
+# per image: a dataset of thousands would spend more time writing PNGs than fitting).
+SAVE_IMAGES_UP_TO = 100
 
 
 class _Image:
     """One image of the batch: what the single-image writers need."""
 
-    def __init__(self, path: Path, name: str, pixels: np.ndarray, settings: ImageSettings,
+    def __init__(self, item: ImageItem, name: str, pixels: np.ndarray, settings: ImageSettings,
                  device):
-        self.path, self.name, self.pixels = path, name, pixels
+        self.path, self.name, self.pixels = item.path, name, pixels
         self.shape = pixels.shape[:2]
         self.n_points = self.shape[0] * self.shape[1]
         self.train_index = fitted_pixels(settings, self.shape, device)
 
 
-def unique_names(files: list[Path]) -> list[str]:
-    """One output name per input: its file name, or, where several inputs share a file name
-    (``a/rgb.png``, ``b/rgb.png``), its path below the inputs' common folder with "/" as "-"
-    (``a-rgb.png``, ``b-rgb.png``)."""
-    names = [Path(f).name for f in files]
+def unique_names(items: list[ImageItem]) -> list[str]:
+    """One output name per image: its item name (the file name, the path below the folder it was
+    found in, or ``stack.npz[i]``), or, where several share one (``a/rgb.png``, ``b/rgb.png``
+    given as files), its path below the inputs' common folder with "/" as "-" (``a-rgb.png``,
+    ``b-rgb.png``)."""
+    names = [item.name for item in items]
     if len(set(names)) == len(names):
         return names
-    resolved = [Path(f).resolve() for f in files]
+    resolved = [item.path.resolve() for item in items]
     common = Path(os.path.commonpath([p.parent for p in resolved]))
     return [name if names.count(name) == 1 else "-".join(path.relative_to(common).parts)
-            for name, path in zip(names, resolved)]
+            + ("" if item.index is None else f"[{item.index}]")
+            for name, path, item in zip(names, resolved, items)]
 
 
 class ManyImagesTask(Task):
@@ -79,15 +94,19 @@ class ManyImagesTask(Task):
     model_class = "BatchedSiren"
     shards_items = True
 
-    def __init__(self, settings: ImageSettings, context: FitContext, files: list[Path]):
-        """``files``: every input image; this process fits its share (``context.shard``)."""
+    def __init__(self, settings: ImageSettings, context: FitContext, items: list[ImageItem]):
+        """``items``: every input image; this process fits its share (``context.shard``)."""
         super().__init__(settings, context)
-        files, names = zip(*context.shard(list(zip(files, unique_names(files)))))
-        arrays = [load_pixels(path, settings.max_size) for path in files]
-        channels = max(a.shape[2] for a in arrays)
-        arrays = [np.repeat(a, channels, 2) if a.shape[2] < channels else a for a in arrays]
-        self.images = [_Image(path, name, a, settings, self.device)
-                       for path, name, a in zip(files, names, arrays)]
+        self.save_images = (settings.save_images if settings.save_images is not None
+                            else len(items) <= SAVE_IMAGES_UP_TO)
+        shard = context.shard(list(zip(items, unique_names(items))))
+        names = dict(shard)
+        read, skipped = read_items([item for item, _ in shard], settings.max_size)
+        self.skipped = [{"image": names[item], "reason": reason} for item, reason in skipped]
+        channels = max(pixels.shape[2] for _, pixels in read)
+        self.images = [_Image(item, names[item], np.repeat(pixels, channels, 2)
+                              if pixels.shape[2] < channels else pixels, settings, self.device)
+                       for item, pixels in read]
         self.in_features, self.out_features = 2, channels
         n_max = max(im.n_points for im in self.images)
         batch = len(self.images)
@@ -163,9 +182,11 @@ class ManyImagesTask(Task):
                                     im.train_index)
             rows.append({"image": im.name, "height": im.shape[0], "width": im.shape[1],
                          **metrics})
-        return {"images": rows}
+        return {"images": rows, "skipped": self.skipped}
 
     def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
+        if not self.save_images:
+            return []
         jet = self.reconstruct(model)
         rendered = {}
         for b, im in enumerate(self.images):
@@ -188,27 +209,51 @@ class ManyImagesTask(Task):
         return paths
 
     def summarize(self, shard_metrics: list[dict], out_dir: Path) -> dict:
-        """All processes' rows in one table (summary.md and summary.csv) and the mean PSNR."""
+        """All processes' rows in one table (summary.csv; summary.md with the distribution and
+        the images skipped; psnr_histogram.png) and the PSNR statistics."""
         rows = [row for metrics in shard_metrics for row in metrics["images"]]
+        skipped = [entry for metrics in shard_metrics for entry in metrics.get("skipped", [])]
         columns = list(rows[0])
         with (out_dir / "summary.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        psnrs = np.array([row["psnr"] for row in rows])
+        finite = psnrs[np.isfinite(psnrs)]
+        stats = {"psnr": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)),
+                 "psnr_median": float(np.median(psnrs)), "psnr_max": float(np.max(psnrs)),
+                 "n_images": len(rows), "n_skipped": len(skipped)}
+        lines = [f"# {len(rows)} images fitted" + (f", {len(skipped)} skipped" if skipped else ""),
+                 "", "| PSNR (dB) | mean | min | 5% | median | 95% | max |",
+                 "|---|---:|---:|---:|---:|---:|---:|",
+                 "| all images | " + " | ".join(f"{v:.2f}" for v in (
+                     stats["psnr"], stats["psnr_min"], *np.percentile(psnrs, [5, 50, 95]),
+                     stats["psnr_max"])) + " |", "", "![PSNR histogram](psnr_histogram.png)", ""]
+        if skipped:
+            lines += ["## Skipped (could not be read)", "", "| image | reason |", "|---|---|"]
+            lines += [f"| {e['image']} | {e['reason']} |" for e in skipped] + [""]
+        lines += ["## Every image", "", "| " + " | ".join(columns) + " |",
+                  "|" + "---|" * len(columns)]
         for row in rows:
             lines.append("| " + " | ".join(
                 f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
         (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
-        psnrs = [row["psnr"] for row in rows]
-        return {"psnr": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)),
-                "n_images": len(rows), "images": rows}
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.hist(finite, bins=min(50, max(5, len(finite) // 10)))
+        ax.set_xlabel("PSNR (dB)")
+        ax.set_ylabel("images")
+        ax.set_title(f"{len(rows)} images, mean {stats['psnr']:.1f} dB")
+        save_figure(fig, out_dir / "psnr_histogram.png")
+        return {**stats, "skipped": skipped, "images": rows}
 
     def describe(self) -> dict:
         return {
-            "images": len(self.images), "channels": self.out_features,
+            "images": len(self.images), "skipped": len(self.skipped),
+            "channels": self.out_features,
             "sizes": sorted({f"{im.shape[0]}x{im.shape[1]}" for im in self.images}),
             "padded_points_per_image": int(self.coords.shape[1]),
             "coordinates": "(row, col), each linspace(-1, 1) on the image's own grid",
             "values": "pixel * 2 - 1 (pixels in [0, 1])",
+            "names": [im.name for im in self.images],  # network i of the checkpoint: names[i]
         }
