@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE", help="write the log-log plot (PNG)")
     parser.add_argument("--out", metavar="DIR",
                         help="write DIR/<device>.json, .md and .png (e.g. bench/results)")
+    parser.add_argument("--targets", action="store_true",
+                        help="list each speed target the device is held to and whether this "
+                        "run met it (default: one summary line)")
     parser.add_argument("-v", "--verbose", action="store_true", help="per-provider progress")
 
 
@@ -94,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     from .plot import write_plot
     from .providers import PROVIDERS, REFERENCE
     from .run import SCHEMA, Runner
-    from .tables import console_table, legend, markdown_report
+    from .tables import markdown_report
     from .targets import evaluate_targets
 
     known = [*PROVIDERS, *BOUNDS]
@@ -175,18 +178,7 @@ def main(args: argparse.Namespace) -> int:
         "results": rows,
         "targets": evaluate_targets(rows, device.type),
     }
-    print(f"machine: {machine_line(machine)}")
-    print(console_table(rows))
-    print()
-    print(legend())
-    print()
-    for t in doc["targets"]:
-        print(f"{t['status']:>12}  {t['target']} ({t['detail']})")
-    wrong = [r for r in rows if r["status"] in ("wrong", "error")]
-    for r in wrong:
-        print(f"{r['status'].upper()}: {r['provider']} on {r['workload']} "
-              f"d={r['d']} W={r['width']} N={r['n']}: {r['note']}")
-    print(f"({doc['elapsed_s']:.0f} s)")
+    print(console_output(doc, args.targets))
 
     if paths["json"]:
         _write_text(paths["json"], json.dumps(jsonable(doc), indent=1) + "\n")
@@ -197,6 +189,26 @@ def main(args: argparse.Namespace) -> int:
     if paths["plot"] and write_plot(doc, paths["plot"]):
         print(f"wrote {paths['plot']}")
     return 0
+
+
+def console_output(doc: dict, targets: bool = False, width: int | None = None) -> str:
+    """What `fastsiren bench` prints at the end, fitted to ``width`` columns (the terminal's by
+    default): the machine, the tables, their legend, rows that failed, then the targets (each
+    one with ``targets``, else one summary line)."""
+    from .machine import machine_line
+    from .tables import console_table, console_targets, legend, terminal_width, wrap
+
+    width = width or terminal_width()
+    rows = doc["results"]
+    lines = [wrap(f"machine: {machine_line(doc['machine'])}", width),
+             console_table(rows, width), "", legend(width=width)]
+    for r in rows:
+        if r["status"] in ("wrong", "error"):
+            lines.append(wrap(f"{r['status'].upper()}: {r['provider']} on {r['workload']} "
+                              f"d={r['d']} W={r['width']} N={r['n']}: {r['note']}", width))
+    lines += ["", console_targets(doc["targets"], targets, width),
+              f"({doc['elapsed_s']:.0f} s)"]
+    return "\n".join(lines)
 
 
 def _check_output_file(option: str, path: Path) -> None:

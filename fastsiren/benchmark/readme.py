@@ -45,8 +45,9 @@ def readme_section(docs: Sequence[tuple[str, dict]]) -> str:
         for t in doc.get("targets", []):
             out.append(f"- **{t['status']}**: {t['target']} ({t['detail']})")
         out.append("")
-    out.append("Speedup over eager autograd (the official `diff_operators` way), median after "
-               "warm-up, outputs verified against it first; **?** marks a row whose numbers the "
+    out.append("Speedup over eager autograd (the official `diff_operators` way; its own column "
+               "gives its median time), median after warm-up, outputs verified against it "
+               "first; **?** marks a row whose numbers the "
                "run contradicts or cannot resolve (its spread is wider than the difference, or "
                "it beat its own bare-GEMM bound), **unsup.** a workload the provider cannot do "
                "by construction, **skip** a provider that cannot run on that machine, "

@@ -1,27 +1,41 @@
-"""The tables of a run: the console ratio table, the legend of their short words, and the
-per-device Markdown report."""
+"""The tables of a run: the console tables and targets (fitted to the terminal's width), the
+legend of their short words, and the per-device Markdown report."""
 
 from __future__ import annotations
+
+import shutil
+import textwrap
 
 from .cases import WORKLOADS
 from .gemm import BOUNDS
 from .machine import machine_line
 from .providers import PROVIDERS, REFERENCE
-from .run import spread_pct
+
+# Narrower terminals still get this many columns (a table cannot fold below one case column).
+MIN_WIDTH = 60
+CELL_GAP = 2  # spaces between two columns of the console table
 
 
-def ratio_cell(r: dict | None, spread: bool = False) -> str:
-    """A ratio cell: speedup (with the row's spread, "?" if flagged) or a status word."""
+def terminal_width() -> int:
+    """The terminal's columns ($COLUMNS first; 100 when the output is not a terminal)."""
+    return max(MIN_WIDTH, shutil.get_terminal_size(fallback=(100, 24)).columns)
+
+
+def wrap(text: str, width: int, indent: str = "  ") -> str:
+    """``text`` folded to ``width`` columns, continuation lines indented."""
+    return textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def ratio_cell(r: dict | None) -> str:
+    """A console cell: the speedup ("?" if flagged), the reference's own time, or a status."""
     if r is None:
         return "—"
     if r["status"] == "ok":
+        if r["provider"] == REFERENCE and r.get("median_ms") is not None:
+            return f"{r['median_ms']:.3g} ms"  # the time every ratio of its column divides
         if r.get("speedup") is None:
             return "ok"
-        text = f"{r['speedup']:.2f}x"
-        pct = spread_pct(r) if spread else None
-        if pct is not None:
-            text += f" ±{pct:.0f}%"
-        return text + ("?" if r.get("flags") else "")
+        return f"{r['speedup']:.2f}x" + ("?" if r.get("flags") else "")
     return STATUS_WORDS.get(r["status"], r["status"])
 
 
@@ -30,11 +44,11 @@ STATUS_WORDS = {"wrong": "WRONG", "unsupported": "unsup.", "skipped": "skip", "o
                 "error": "ERROR"}
 
 
-def legend(markdown: bool = False) -> str:
-    """What the tables' short words mean."""
+def legend(markdown: bool = False, width: int | None = None) -> str:
+    """What the tables' short words mean (the console's folded to ``width`` columns)."""
     items = [
         ("Nx", "speedup over eager autograd (its median time / this one's)"),
-        ("±P%", "spread: half the interquartile range of this row's times, % of its median"),
+        *([] if markdown else [("N ms", "eager autograd's own median time (the autograd row)")]),
         ("?", "not to be trusted: faster than its own bare-GEMM bound, a bound slower than "
               "autograd, or a spread wider than the difference from autograd"),
         ("gemm", "the bare-GEMM lower bound of forward-mode jets: their plain matmuls alone, "
@@ -49,8 +63,10 @@ def legend(markdown: bool = False) -> str:
     ]
     if markdown:
         return "\n".join(f"- **{k}**: {v}" for k, v in items)
-    width = max(len(k) for k, _ in items)
-    return "legend:\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in items)
+    key_width = max(len(k) for k, _ in items)
+    indent = " " * (key_width + 4)
+    return "legend:\n" + "\n".join(wrap(f"  {k:<{key_width}}  {v}", width or terminal_width(),
+                                         indent) for k, v in items)
 
 
 def results_by_table(results: list[dict]) -> dict[tuple[str, str], dict[tuple, dict[str, dict]]]:
@@ -77,21 +93,72 @@ def provider_label(name: str) -> str:
     return PROVIDERS[name].label if name in PROVIDERS else name
 
 
-def console_table(results: list[dict]) -> str:
-    """The ratio table `fastsiren bench` prints: speedup over eager autograd per provider."""
+def case_label(d: int, width: int, batch: int, n: int) -> str:
+    return f"d={d} W={width}" + (f" B={batch}" if batch > 1 else "") + f" N={n}"
+
+
+def console_table(results: list[dict], width: int | None = None) -> str:
+    """The tables `fastsiren bench` prints, one per workload: a row per provider, a column per
+    case, each cell the speedup over eager autograd. Columns that do not fit in ``width`` (the
+    terminal's by default) continue in a block below, under the same row names."""
+    width = width or terminal_width()
     names = providers_in(results)
-    short = {n: n.replace("fastsiren-", "fs-") for n in names}
+    name_width = max(len(n) for n in names)
     lines = []
     for (workload, precision), cases in results_by_table(results).items():
-        lines.append(f"\n{WORKLOADS[workload].title} [{precision}]  (speedup over eager autograd)")
-        header = f"{'case':<24}" + "".join(f"{short[n]:>18}" for n in names)
-        lines += [header, "-" * len(header)]
-        for (d, width, batch, n), row in cases.items():
-            label = f"d={d} W={width}" + (f" B={batch}" if batch > 1 else "") + f" N={n}"
-            ms = row.get(REFERENCE, {}).get("median_ms")
-            label += f" ({ms:.3g}ms)" if ms else ""
-            lines.append(f"{label:<24}" + "".join(f"{ratio_cell(row.get(n), True):>18}"
-                                                  for n in names))
+        lines += ["", wrap(f"{WORKLOADS[workload].title} [{precision}]: speedup over eager "
+                           "autograd", width)]
+        columns = [(case_label(*case), [ratio_cell(row.get(n)) for n in names])
+                   for case, row in cases.items()]
+        blocks: list[list[tuple[str, list[str]]]] = [[]]
+        used = name_width
+        for column in columns:
+            column_width = CELL_GAP + max(len(column[0]), *map(len, column[1]))
+            if blocks[-1] and used + column_width > width:
+                blocks.append([])
+                used = name_width
+            blocks[-1].append(column)
+            used += column_width
+        for number, block in enumerate(blocks):
+            if number:
+                lines.append("")  # the next cases, under the same row names
+            widths = [max(len(header), *map(len, cells)) for header, cells in block]
+            gap = " " * CELL_GAP
+            header = f"{'provider':<{name_width}}" + "".join(
+                f"{gap}{h:>{w}}" for (h, _), w in zip(block, widths))
+            lines += [header, "-" * len(header)]
+            for i, name in enumerate(names):
+                lines.append(f"{name:<{name_width}}" + "".join(
+                    f"{gap}{cells[i]:>{w}}" for (_, cells), w in zip(block, widths)))
+    return "\n".join(lines)
+
+
+def console_targets(targets: list[dict], detail: bool, width: int | None = None) -> str:
+    """The targets this device is held to: one summary line, or with ``detail`` each measured
+    target folded to ``width`` and the ones this run could not judge counted in one line."""
+    width = width or terminal_width()
+    measured = [t for t in targets if t["status"] != "not measured"]
+    counts: dict[str, int] = {}
+    for t in measured:
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    unjudged = len(targets) - len(measured)
+    parts = [f"{n} {status}" for status, n in counts.items()]
+    if unjudged:
+        parts.append(f"{unjudged} not measured by this case list")
+    summary = "targets: " + (", ".join(parts) if parts else "none for this device")
+    if not detail:
+        hint = "; --targets lists them" if targets else ""
+        return wrap(summary + hint, width)
+    lines = [wrap(summary, width)]
+    status_width = max((len(t["status"]) for t in measured), default=0)
+    indent = " " * (status_width + 4)
+    for t in measured:
+        lines.append(wrap(f"  {t['status']:>{status_width}}  {t['target']} ({t['detail']})",
+                          width, indent))
+    if unjudged:
+        lines.append(wrap(f"  not measured ({unjudged}): their workloads or providers are not "
+                          "in this run (the full preset of the device measures them)", width,
+                          "    "))
     return "\n".join(lines)
 
 
@@ -158,10 +225,9 @@ def markdown_report(doc: dict) -> str:
         out += ["", f"## {WORKLOADS[workload].title}{prec}", ""]
         out.append("| case | " + " | ".join(provider_label(n) for n in names) + " |")
         out.append("|---" * (len(names) + 1) + "|")
-        for (d, width, batch, n), row in cases.items():
-            label = f"d={d} W={width}" + (f" B={batch}" if batch > 1 else "") + f" N={n}"
+        for case, row in cases.items():
             cells = " | ".join(markdown_cell(row.get(p)) for p in names)
-            out.append(f"| {label} | {cells} |")
+            out.append(f"| {case_label(*case)} | {cells} |")
     compiled = [r for r in results if r.get("compile_s") is not None]
     if compiled:
         out += ["", "## Compile time (first call, apart from the steady state above)", "",
