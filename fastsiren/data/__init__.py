@@ -16,7 +16,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SAMPLES", "copy_samples", "sample"]
+__all__ = ["SAMPLES", "copy_samples", "package_file", "sample"]
 
 # name -> (file in this folder, what it is)
 SAMPLES: dict[str, tuple[str, str]] = {
@@ -29,7 +29,8 @@ SAMPLES: dict[str, tuple[str, str]] = {
 COMPANIONS = {"bunny": ("bunny_clip.CREDIT.txt",)}
 
 
-def _file(name: str) -> Path:
+def package_file(name: str) -> Path:
+    """A file of this folder by its file name ("camera.png")."""
     return Path(str(resources.files(__name__) / name))
 
 
@@ -40,7 +41,7 @@ def sample(name: str) -> Path:
         from ..errors import InputError
 
         raise InputError(f"no built-in sample {name!r}; expected one of {', '.join(SAMPLES)}")
-    return _file(SAMPLES[name][0])
+    return package_file(SAMPLES[name][0])
 
 
 def copy_samples(folder: str | Path) -> list[Path]:
@@ -55,6 +56,6 @@ def copy_samples(folder: str | Path) -> list[Path]:
     copied = []
     for name, (file, _) in SAMPLES.items():
         for extra in COMPANIONS.get(name, ()):
-            shutil.copyfile(_file(extra), folder / extra)
+            shutil.copyfile(package_file(extra), folder / extra)
         copied.append(Path(shutil.copyfile(sample(name), folder / file)))
     return copied

@@ -12,13 +12,13 @@ import json
 import math
 import textwrap
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data import package_file
 from ..errors import InputError
 from ..io.image import read_image
 from ..jet import Jet, JetLayout
@@ -57,7 +57,7 @@ EVAL_SLAB_POINTS = DEFAULT_CHUNK_POINTS
 # -- data -----------------------------------------------------------------------------------------
 def data_file(name: str) -> Path:
     """A built-in sample of ``fastsiren/data`` (licences in fastsiren/data/README.md)."""
-    return Path(str(resources.files("fastsiren") / "data" / name))
+    return package_file(name)
 
 
 def sample_image_path() -> Path:
