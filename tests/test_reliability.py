@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 # A 16-pixel image, half of it sampled each step (the sampling generator is part of the state).
 TINY = {"max_size": 16, "width": 8, "depth": 1, "batch_fraction": 0.5, "device": "cpu",
         "log_every": 1, "lr": 1e-3}
-STEPS = 200
+STEPS = 300
 
 
 def _cli_args(out: Path, steps: int = STEPS) -> list[str]:
@@ -47,12 +47,17 @@ def _start(out: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_checkpoint(process: subprocess.Popen, out: Path) -> None:
+def _wait_for_a_random_step(process: subprocess.Popen, out: Path) -> None:
+    """Returns once the fit has logged a random number of steps (between 2 and 30 of
+    ``STEPS``), its first checkpoint written."""
+    target = random.randint(2, 30)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").is_file():
+    log = out / "log.jsonl"
+    while not ((out / "checkpoint.pt").is_file() and log.is_file()
+               and log.read_text().count("\n") >= target):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
-        time.sleep(0.02)
+        time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +95,7 @@ def _resume_matches(out: Path, uninterrupted: dict) -> None:
 def test_a_signal_at_a_random_step_loses_nothing(tmp_path, uninterrupted, signum):
     out = tmp_path / "run"
     process = _start(out)
-    _wait_for_checkpoint(process, out)
-    time.sleep(random.uniform(0.0, 0.2))
+    _wait_for_a_random_step(process, out)
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     if signum == signal.SIGKILL:
@@ -112,7 +116,7 @@ def test_a_second_fit_into_a_busy_folder_stops_and_sigterm_saves(tmp_path, unint
                                                                    capsys):
     out = tmp_path / "run"
     process = _start(out)
-    _wait_for_checkpoint(process, out)
+    _wait_for_a_random_step(process, out)
     settings_before = (out / "settings.json").read_bytes()
     # the other process's settings differ: they must not reach the folder
     with pytest.raises(InputError, match=f"process {process.pid} is fitting into this folder"):
@@ -120,7 +124,6 @@ def test_a_second_fit_into_a_busy_folder_stops_and_sigterm_saves(tmp_path, unint
     assert main([*_cli_args(out), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"process {process.pid}" in err[0]
-    time.sleep(random.uniform(0.0, 0.2))
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err
