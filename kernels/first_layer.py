@@ -20,7 +20,6 @@ import triton
 import triton.language as tl
 from fastsiren.kernels._jit_helpers import row_major_tile, sincos, sine, wide
 from fastsiren.kernels._launch import (
-    ANY_CLASS,
     COMPILE_OPTIONS,
     FMA_MAX_K,
     NOT_FP64,
@@ -58,10 +57,12 @@ _FIRST_FWD_TABLE = [
 ]
 _FIRST_FWD_CONFIGS = configs([cfg for cfg, _ in _FIRST_FWD_TABLE],
                              config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}))
-# fp64 spills 5.7 KB at 64x128 with 8 warps.
+# fp64 spills 5.7 KB at 64x128 with 8 warps. 64x128 w8 sits at the 255-register ceiling in fp32
+# (Laplacian, d = 3) and spills 688-708 B in fp32, bf16 and fp16 at width 100 (N = 4097, sizes
+# not multiples of 16); fp64 spills 16 B there at 32x64, so it takes 16x64 (sm_90a, triton 3.9).
 _FIRST_BWD_TABLE = [
-    (config({"BLOCK_N": 32, "BLOCK_M": 64}, 4), ANY_CLASS),
-    (config({"BLOCK_N": 64, "BLOCK_M": 128}, 8), NOT_FP64),
+    (config({"BLOCK_N": 32, "BLOCK_M": 64}, 4), NOT_FP64),
+    (config({"BLOCK_N": 16, "BLOCK_M": 64}, 4), frozenset({"fp64"})),
 ]
 _FIRST_BWD_CONFIGS = configs([cfg for cfg, _ in _FIRST_BWD_TABLE],
                              config({"BLOCK_N": 64, "BLOCK_M": 128}))
@@ -70,7 +71,7 @@ _FIRST_BWD_CONFIGS = configs([cfg for cfg, _ in _FIRST_BWD_TABLE],
 @triton.autotune(configs=_FIRST_FWD_CONFIGS,
                  key=["M", "K", "n_bucket", "ORDER", "HESS_DIAG", "HAS_BIAS", "PREACT_ONLY",
                       "FOR_BACKWARD", "INPUT_PRECISION"],
-                 prune_configs_by={"early_config_prune": prune_by_class(_FIRST_FWD_TABLE)})
+                 prune_configs_by={"early_config_prune": prune_by_class(_FIRST_FWD_TABLE, ("M",))})
 @triton.jit(do_not_specialize=["N"])
 def _first_layer_fwd_kernel(
     # pointers
@@ -179,7 +180,7 @@ def _first_layer_fwd_kernel(
 
 @triton.autotune(configs=_FIRST_BWD_CONFIGS,
                  key=["M", "K", "n_bucket", "ORDER", "HESS_DIAG", "REDUCE_X", "STORE_UBAR"],
-                 prune_configs_by={"early_config_prune": prune_by_class(_FIRST_BWD_TABLE)})
+                 prune_configs_by={"early_config_prune": prune_by_class(_FIRST_BWD_TABLE, ("M",))})
 @triton.jit(do_not_specialize=["N", "chunk_points"])
 def _first_layer_bwd_kernel(
     # pointers

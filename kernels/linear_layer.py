@@ -52,7 +52,7 @@ _FEW_TABLE = [
     (config({"BLOCK_R": 128, "BLOCK_K": 32}, 4), ANY_CLASS),
 ]
 _FEW_CONFIGS = configs([cfg for cfg, _ in _FEW_TABLE], config({"BLOCK_R": 64, "BLOCK_K": 32}))
-_PRUNE_FEW = {"early_config_prune": prune_by_class(_FEW_TABLE)}
+_PRUNE_FEW = {"early_config_prune": prune_by_class(_FEW_TABLE, ("K",))}
 
 
 @triton.autotune(configs=_FEW_CONFIGS, key=["K", "M_PAD", "HAS_BIAS", "r_bucket"],

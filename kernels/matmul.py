@@ -49,7 +49,8 @@ _MATMUL_CONFIGS = configs(
 
 @triton.autotune(configs=_MATMUL_CONFIGS,
                  key=["T", "p_bucket", "q_bucket", "HAS_BIAS", "INPUT_PRECISION"],
-                 prune_configs_by={"early_config_prune": prune_by_class(_MATMUL_TABLE)})
+                 prune_configs_by={"early_config_prune": prune_by_class(
+                     _MATMUL_TABLE, ("T", "stride_ap", "stride_aq", "stride_bq", "stride_cp"))})
 @triton.jit(do_not_specialize=["P", "Q", "q_per_split", "bias_rows"])
 def _matmul_kernel(
     # pointers

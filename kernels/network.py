@@ -53,6 +53,7 @@ from fastsiren.kernels._launch import (
     pow2,
     register_class,
     size_bucket,
+    unaligned,
 )
 from fastsiren.kernels.precision import current_input_precision
 
@@ -89,19 +90,23 @@ def _jet_per_thread(cfg: triton.Config, slabs: int, w_pad: int) -> float:
     return slabs * cfg.kwargs["BLOCK_N"] * w_pad / (32 * cfg.num_warps)
 
 
-def _fitting(candidates, register_cls: str, slabs: int, w_pad: int) -> list[triton.Config]:
-    """The candidates within the register budget (all of them under the interpreter)."""
+def _fitting(candidates, register_cls: str, slabs: int, w_pad: int,
+             aligned: bool = True) -> list[triton.Config]:
+    """The candidates within the register budget (all of them under the interpreter); half of
+    it for a width that is not a multiple of 16 (``_launch.unaligned``: at width 100 the tf32
+    and half tiles at their full budget spilled 48-84 B)."""
     if INTERPRET:
         return list(candidates)
+    share = 1.0 if aligned else 0.5
     budget = MAX_JET_PER_THREAD[register_cls]
     return [c for c in candidates
-            if _jet_per_thread(c, slabs, w_pad) <= budget.get(c.num_warps, 0)]
+            if _jet_per_thread(c, slabs, w_pad) <= share * budget.get(c.num_warps, 0)]
 
 
 def _prune_network(candidates, named_args, **constexprs):
     slabs = 1 + constexprs["D"] + int(constexprs["HAS_LAP"])
     kept = _fitting(candidates, register_class(named_args, constexprs), slabs,
-                    constexprs["W_PAD"])
+                    constexprs["W_PAD"], not unaligned(named_args, ("W",)))
     if not kept:  # ``unsupported`` keeps such networks away from this kernel
         raise RuntimeError("no whole-network tile fits the register budget")
     return kept
@@ -264,9 +269,10 @@ def unsupported(
         return f"a gradient over d = {layout.d} > {MAX_GRAD_D} coordinates"
     precision = dot_precision(x.dtype, current_input_precision())
     cls = register_class({"x": x}, {"INPUT_PRECISION": precision})
-    if not _fitting(_GPU_CONFIGS, cls, layout.rows, _w_pad(width)):
+    if not _fitting(_GPU_CONFIGS, cls, layout.rows, _w_pad(width), width % 16 == 0):
         return (f"{layout.rows} slabs of width {width} exceed the register budget in "
-                f"{cls} ({MAX_JET_PER_THREAD[cls]} values per thread by warps)")
+                f"{cls} ({MAX_JET_PER_THREAD[cls]} values per thread by warps, half of it "
+                "where the width is not a multiple of 16)")
     return None
 
 

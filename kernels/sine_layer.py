@@ -45,6 +45,7 @@ from fastsiren.kernels._launch import (
     row_major_programs,
     size_bucket,
     slab_counts,
+    unaligned,
 )
 from fastsiren.kernels.precision import current_input_precision
 
@@ -85,6 +86,8 @@ def _prune_sine_fwd(candidates, named_args, **constexprs):
     class; keep the smallest (the fallback tile) if none fits."""
     slabs = 1 + constexprs.get("D_PAD", 1) + constexprs.get("L_PAD", 1)
     budget = MAX_ACC_PER_THREAD[register_class(named_args, constexprs)]
+    if unaligned(named_args, ("M", "K")):  # addressing takes registers: half the budget
+        budget /= 2
 
     def per_thread(cfg):
         return slabs * cfg.kwargs["BLOCK_N"] * cfg.kwargs["BLOCK_M"] / (32 * cfg.num_warps)

@@ -193,3 +193,25 @@ def test_gpu_every_kept_config(monkeypatch, order, d, dtype, mode, torch_tf32, f
     with input_precision(mode):
         seen = _every_config(workload, use_prune=True)
     assert {"_sine_layer_fwd_kernel", "_sine_layer_bwd_kernel", "_matmul_kernel"} <= set(seen)
+
+
+@pytest.mark.interpret
+def test_unaligned_launches_keep_small_tiles():
+    """A width that is not a multiple of 16 (addresses cost registers: the sm90 tier saw tiles
+    spill at width 100 that compile clean at 64-256) keeps only the smallest tiles."""
+    tuners = autotuners()
+
+    def kept(kernel, **named):
+        tuner = tuners[kernel]
+        args = {"x": torch.empty(1, dtype=torch.float32), **named}
+        return {_launch.config_tag(c) for c in tuner.early_config_prune(
+            _launch.candidate_configs(tuner), args, INPUT_PRECISION="ieee", D_PAD=4, L_PAD=1)}
+
+    assert kept("_matmul_kernel", T=100) == {"64x64x32 w4 s2"}
+    assert kept("_matmul_kernel", T=256) == {"64x64x32 w4 s2", "64x64x64 w4 s3"}
+    assert kept("_sine_layer_bwd_kernel", M=100) == {"16x64 w4 s2", "32x32 w4 s2"}
+    assert len(kept("_sine_layer_bwd_kernel", M=256)) == 3
+    # ieee, 6 accumulator slabs: 16x32 (24 values per thread) within 36; unaligned, within 18
+    # no tile fits and the smallest (16x16) is kept
+    assert kept("_sine_layer_fwd_kernel", M=256, K=256) == {"16x32x32 w4 s2"}
+    assert kept("_sine_layer_fwd_kernel", M=100, K=100) == {"16x16x32 w4 s2"}

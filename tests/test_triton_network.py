@@ -102,12 +102,12 @@ def test_whole_network_against_reference(gen):
 TF32_TOL = 2e-2
 
 
-@pytest.mark.parametrize("width,mode", [(16, "ieee"), (100, "tf32")], ids=["w16-ieee", "w100-tf32"])
+@pytest.mark.parametrize("width,mode", [(16, "ieee"), (64, "tf32")], ids=["w16-ieee", "w64-tf32"])
 def test_whole_network_float32(gen, width, mode):
     """The fp32 path (fp32 accumulators and sincos) within the layerwise fp32 tolerances, order 2
     at d = 3. Each (width, mode) fits the compiled kernel's register budget (ieee: 8 values per
-    thread, 5 slabs x 16 wide; tf32: 40, 5 slabs x 128); under the interpreter every mode runs
-    as exact fp32 ("ieee")."""
+    thread, 5 slabs x 16 wide; tf32: 40, 5 slabs x 64 takes 20); under the interpreter every
+    mode runs as exact fp32 ("ieee")."""
     layout = JetLayout(2, 3)
     weights, biases, omegas = _network(gen, None, 3, width, 1, 2, dtype=torch.float32)
     x = _points(gen, None, 37, 3, dtype=torch.float32)
