@@ -646,3 +646,29 @@ def test_gpu_int64_offsets_matmul_and_linear_layer(big):
     _assert_close(gs[:, :, tail].float(), want[0], 5e-2, "S̄ of the last points")
     _assert_close(gw.float(), want[1], 5e-2, "W̄")
     _assert_close(gb.float(), want[2], 5e-2, "b̄")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_gpu_int64_offsets_whole_network(big):
+    """The whole-network kernel's output jet [1, 5, N, 1] past 2^31 elements (order 2, d = 3,
+    N just over 2^31 / 5 points; width 16 keeps the arithmetic small)."""
+    from fastsiren.kernels import network
+
+    _needs_gpu_memory(16)
+    layout = JetLayout(2, 3)
+    n = (1 << 31) // layout.rows + 64
+    shapes = [(16, 3), (16, 16), (1, 16)]
+    x = big(1, n, 3)
+    weights = [big(1, m, k, scale=1 / k if l == 0 else (6 / k) ** 0.5 / 30)
+               for l, (m, k) in enumerate(shapes)]
+    biases = [big(1, m, scale=0.1) for m, _ in shapes]
+    omegas = (30.0,) * len(shapes)
+    assert network.unsupported(x, weights, omegas, layout, True) is None
+    out = network.siren_network_fwd(x, weights, biases, omegas, layout)
+    tail = slice(n - TAIL, n)
+    ws, bs = [w.float() for w in weights], [b.float() for b in biases]
+    want, _ = torch_ops.first_layer_fwd(x[:, tail].float(), ws[0], bs[0], 30.0, layout)
+    want, _ = torch_ops.sine_layer_fwd(want, ws[1], bs[1], 30.0, layout)
+    want = torch_ops.linear_layer_fwd(want, ws[2], bs[2])
+    _assert_close(out[:, :, tail].float(), want, 5e-2, "whole network, last points")
