@@ -69,12 +69,13 @@ class HypernetSettings(FitSettings):
     data: str | None = setting(
         None, "folder of images (the same as INPUT); none: the built-in set of crops of the "
         "bundled samples", metavar="DIR")
-    # CPU: 16x16 images, low-rank heads and a weak parameter penalty learn, in about two
-    # minutes on two cores, completions that follow the context (test MSE with 100 pixels 0.017
-    # after 600 steps against the mean image's 0.052, seed 0); at the official 32x32, per-
-    # parameter heads and fw_weight 100, 300 steps stay at the mean image (coloured noise).
+    # CPU: 16x16 images, low-rank heads and a weak parameter penalty learn in 600 steps (a
+    # third of the image default's step each: about a minute or two on two cores) completions
+    # that follow the context: test MSE with 100 pixels 0.017 against the mean image's 0.052,
+    # seed 0 (bench/fit_results/cpu_defaults.md). At the official 32x32, per-parameter heads
+    # and fw_weight 100, 300 steps stay at the mean image (coloured noise).
     # CUDA: the official run (32x32, per-parameter heads, lr 5e-5, fw_weight 100).
-    steps: int | None = setting(None, "optimizer steps", positive=True, cpu=1000, cuda=20000)
+    steps: int | None = setting(None, "optimizer steps", positive=True, cpu=600, cuda=20000)
     lr: float | None = setting(None, "Adam learning rate (official: 5e-5)", positive=True,
                                cpu=3e-4, cuda=5e-5)
     width: int | None = setting(None, "hidden features of the predicted SIREN", positive=True,
