@@ -97,3 +97,16 @@ def test_extract_mesh_checks_before_evaluating(monkeypatch):
     with pytest.raises(MissingDependency, match="extract_mesh needs mcubes"):
         extract_mesh(field, 16)
     assert calls == []
+
+
+def test_mp4_without_the_video_extra(monkeypatch, tmp_path):
+    from fastsiren.io.video import has_mp4_support, read_video
+
+    _hide(monkeypatch, "imageio_ffmpeg")
+    assert not has_mp4_support()
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not read: the dependency is checked first")
+    with pytest.raises(MissingDependency) as info:
+        read_video(str(clip))
+    assert str(info.value) == ("reading .mp4 needs imageio_ffmpeg (the 'video' extra), not "
+                               "installed here: pip install 'fastsiren[video]'")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..deps import missing, require
 from ..errors import InputError, check_not_folder
 
 __all__ = [
@@ -37,18 +38,11 @@ __all__ = [
 
 MOVIE_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 VIDEO_SUFFIXES = (".npy", ".npz", ".gif", *MOVIE_SUFFIXES)
-_MP4_EXTRA = (
-    "needs the optional 'video' extra (imageio-ffmpeg): pip install 'fastsiren[video]'"
-)
 
 
 def has_mp4_support() -> bool:
     """Whether imageio's FFMPEG plugin can run (the ``video`` extra is installed)."""
-    try:
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return not missing("video")
 
 
 def _as_unit_frames(array: np.ndarray, path: str) -> np.ndarray:
@@ -124,8 +118,8 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
     check_not_folder(path, "video file")
     if not os.path.isfile(path):
         raise InputError(f"video file not found: {path!r}")
-    if suffix in MOVIE_SUFFIXES and not has_mp4_support():
-        raise InputError(f"reading {suffix} {_MP4_EXTRA}")
+    if suffix in MOVIE_SUFFIXES:
+        require("video", f"reading {suffix}")
     try:
         if suffix == ".npy":
             frames, fps = np.load(path, allow_pickle=False), None
@@ -169,8 +163,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) ->
 
     H.264 in yuv420p needs even sizes: odd heights or widths are padded by one edge row/column.
     """
-    if not has_mp4_support():
-        raise InputError(f"writing MP4 {_MP4_EXTRA}")
+    require("video", "writing MP4")
     import imageio.v3 as iio
 
     data = _to_uint8(frames)
