@@ -146,11 +146,15 @@ def test_a_new_run_refuses_a_folder_holding_other_files(tmp_path):
 def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
     fs.fit("image", out=tmp_path, steps=2, render_size=(8, 8), progress=False, **TINY)
     assert (tmp_path / "render.png").is_file()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(InputError, match="already holds a run"):
         fs.fit("image", out=tmp_path, steps=2, progress=False, **TINY)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     (tmp_path / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(InputError, match="also holds notes.txt"):
         fs.fit("image", out=tmp_path, steps=2, overwrite=True, progress=False, **TINY)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # refused: untouched
     (tmp_path / "notes.txt").unlink()
     fs.fit("image", out=tmp_path, steps=3, overwrite=True, progress=False, **TINY)
     assert not (tmp_path / "render.png").exists()  # the old run's output, not this one's

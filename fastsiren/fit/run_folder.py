@@ -173,7 +173,7 @@ class RunFolder:
         if failed and not self.resuming:
             if self.previous is not None:
                 shutil.rmtree(self.path / STAGING_NAME, ignore_errors=True)
-            else:
+            elif self.files:  # what this run wrote, its manifest with it (never another's)
                 self._remove(self.files | {MANIFEST_NAME})
         (self.path / LOCK_NAME).unlink(missing_ok=True)
         if fcntl is not None:
