@@ -188,6 +188,18 @@ def test_outputs_follow_the_umask(tmp_path):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
+def test_mesh_files_follow_the_umask(tmp_path):
+    from fastsiren.mesh import Mesh, save_mesh
+
+    mesh = Mesh(np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]]))
+    previous = os.umask(0o022)
+    try:
+        save_mesh(mesh, tmp_path / "mesh.ply")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "mesh.ply").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_stale_lock_is_reported_and_taken_over(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
