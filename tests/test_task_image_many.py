@@ -193,3 +193,15 @@ def test_bad_datasets_fail_before_any_work(tmp_path):
         fs.fit("image", tmp_path / "hot.npy", out=tmp_path / "f", steps=1, **TINY)
     for name in "abcdef":
         assert not (tmp_path / name).exists()
+
+
+def test_a_stack_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    stack = np.stack([smooth_image(6, 7, 3, seed=s) for s in range(4)])
+    np.save(tmp_path / "four.npy", stack)
+    whole = fs.fit("image", tmp_path / "four.npy", out=tmp_path / "whole", steps=6, **TINY)
+    fs.fit("image", tmp_path / "four.npy", out=tmp_path / "part", steps=3, **TINY)
+    resumed = fs.fit("image", out=tmp_path / "part", resume=True, steps=6, progress=False)
+    for name, p in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0,
+                                   msg=name)
+    assert resumed.metrics["data"]["names"] == [f"four.npy[{i}]" for i in range(4)]
