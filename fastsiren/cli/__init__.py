@@ -23,7 +23,7 @@ import warnings
 from ..errors import InputError
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("fit", "mesh", "hypernet_predict", "demo", "bench", "check")
+SUBCOMMANDS = ("fit", "mesh", "eval_mesh", "hypernet_predict", "demo", "bench", "check")
 # Long runs that allocate the same large buffers at every step (see ``keep_freed_memory``).
 REPEATED_ALLOCATION = ("fit", "mesh")
 
