@@ -123,7 +123,8 @@ def markdown(rows: list[dict], machine: dict, factor: float, image_step: float) 
         lines.append(
             f"| {row['label']} | `{row['command']}` | {shown} | {row['wall_seconds']:.0f} | "
             f"{row['train_seconds']:.0f} | {row['load_average']:.1f} | "
-            f"{estimate / 60:.1f} min | {headline(row['metrics'])} |")
+            f"{estimate / 60:.1f} min | {headline(row['metrics'])}"
+            + (f" ({row['note']})" if row.get("note") else "") + " |")
     return "\n".join(lines) + "\n"
 
 
