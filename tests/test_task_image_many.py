@@ -205,3 +205,15 @@ def test_a_stack_run_resumes_to_the_uninterrupted_weights(tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=0,
                                    msg=name)
     assert resumed.metrics["data"]["names"] == [f"four.npy[{i}]" for i in range(4)]
+
+
+def test_stack_images_shrink_as_files_do(tmp_path):
+    from fastsiren.tasks.image_dataset import dataset_items
+
+    pixels = smooth_image(20, 30, 3, seed=4)
+    np.save(tmp_path / "one.npy", pixels[None])
+    Image.fromarray(pixels).save(tmp_path / "one.png")
+    from_stack, from_file = dataset_items((str(tmp_path / "one.npy"), str(tmp_path / "one.png")))
+    shrunk = from_stack.read(10)
+    assert shrunk.shape == (7, 10, 3) and shrunk.dtype == np.float32
+    np.testing.assert_allclose(shrunk, from_file.read(10), atol=2 / 255)
