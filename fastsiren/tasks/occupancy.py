@@ -3,7 +3,8 @@
 Data: a watertight mesh (PLY, OBJ, OFF, STL; ``fastsiren.io.mesh.read_mesh``; an open one is
 refused: inside/outside would be undefined); the built-in sample is a torus generated with
 ``trimesh.creation.torus`` (no file). Coordinates are normalised as the sdf task's (the official
-``PointCloud`` map, fitted to the mesh's vertices).
+``PointCloud`` map, fitted to the mesh's vertices), shrunk so that the extreme points sit at
++-0.9 instead of +-1 (``SHAPE_EXTENT``): the labels then cover outside beyond every side.
 
 Labels come from trimesh's containment test, once, on a pool of ``pool`` points: half uniform in
 [-1, 1]^3, half on the surface displaced by Gaussian noise of ``surface_noise`` (the boundary is
@@ -13,8 +14,9 @@ of ``sigmoid(f)``, meshed densely (an occupancy field has no Lipschitz bound for
 
 Metrics: ``iou`` (intersection over union of inside, predicted ``sigmoid(f) > 0.5`` against the
 mesh's own containment) and ``accuracy`` on ``held_out`` uniform points that were never trained
-on; Chamfer distance, normal consistency and watertightness of the extracted mesh against
-points sampled on the input mesh (``fastsiren.mesh_metrics``).
+on; the standard evaluation of the extracted mesh against the input mesh
+(``fastsiren.mesh_metrics``: Chamfer, Hausdorff, F-scores, normal consistency, pieces,
+watertightness, and its volumetric IoU as ``mesh_iou``).
 
 Outputs: ``mesh.ply`` (input units), ``preview.png``, ``normalization.json``.
 """
@@ -36,6 +38,13 @@ from .base import FitContext, FitSettings, Task, setting
 from .shapes import ShapeOutputs
 
 __all__ = ["OccupancySettings", "OccupancyTask", "sample_mesh"]
+
+
+# The shape's extreme points sit at +-SHAPE_EXTENT in network units, not at +-1: the uniform
+# samples in [-1, 1]^3 then see outside beyond every side of the shape, and the meshing cube
+# ([-1.02, 1.02]^3) ends well outside it (a shape filling its box had its surface on the cube's
+# edge, with no labels beyond it).
+SHAPE_EXTENT = 0.9
 
 
 def sample_mesh():
@@ -89,7 +98,8 @@ class OccupancyTask(ShapeOutputs, Task):
         else:
             self.source, mesh = "built-in torus", sample_mesh()
         self.mesh = mesh
-        self.normalization = Normalization.fit(np.asarray(mesh.vertices))
+        official = Normalization.fit(np.asarray(mesh.vertices))
+        self.normalization = Normalization(official.scale / SHAPE_EXTENT, official.offset)
         unit = trimesh.Trimesh(self.normalization.apply(np.asarray(mesh.vertices)), mesh.faces,
                                process=False)
         gen = np.random.default_rng(settings.seed)
@@ -131,12 +141,11 @@ class OccupancyTask(ShapeOutputs, Task):
         }
         self._mesh = None
         mesh = self.final_mesh(model)
-        import trimesh
-
-        points, face = trimesh.sample.sample_surface(self.mesh, self.settings.metric_samples,
-                                                     seed=self.settings.seed)
-        metrics.update(mesh_metrics(mesh, np.asarray(points), self.mesh.face_normals[face],
-                                    self.settings.metric_samples, self.settings.seed))
+        surface = mesh_metrics(mesh, None, None, self.settings.metric_samples,
+                               self.settings.seed, reference=self.mesh)
+        # "iou" above is the field's, on held-back points; the mesh's own is mesh_iou
+        surface["mesh_iou"] = surface.pop("iou", None)
+        metrics.update(surface)
         metrics.update(mesh_stats(mesh))
         return metrics
 

@@ -49,14 +49,30 @@ class ShapeOutputs:
         return {}
 
     def final_mesh(self, model: nn.Module):
-        """The mesh of the fitted field in input units (computed once per evaluation)."""
-        if self._mesh is None:
-            from ..mesh import extract_mesh
+        """The mesh of the fitted field in input units (computed once per evaluation): its
+        vertices moved onto the level set when the settings ask (``project_vertices``), and
+        each vertex's mean curvature in ``vertex_values["mean_curvature"]`` (1 / input units,
+        positive where the surface is convex).
 
-            mesh = extract_mesh(self.field(model), self.settings.resolution, level=self.level,
+        The curvature is taken on the network's own output (``model``): the occupancy field
+        ``sigmoid(model)`` has the same level sets, and the raw model has a jet."""
+        if self._mesh is None:
+            from ..mesh import Mesh, extract_mesh, mean_curvature, project_to_level_set
+
+            field, resolution = self.field(model), self.settings.resolution
+            mesh = extract_mesh(field, resolution, level=self.level,
                                 bounds=(-MESH_HALF_EXTENT, MESH_HALF_EXTENT),
                                 inside=self.inside, **self.mesh_options())
+            if getattr(self.settings, "project_vertices", False) and len(mesh.vertices):
+                spacing = 2 * MESH_HALF_EXTENT / (resolution - 1)
+                mesh = Mesh(project_to_level_set(field, mesh.vertices, self.level,
+                                                 max_move=spacing), mesh.faces, mesh.stats)
             n = self.normalization
+            if len(mesh.vertices) and model is not None:
+                # the gradient points outwards where the inside is below the level
+                sign = 1.0 if self.inside == "below" else -1.0
+                mesh.vertex_values["mean_curvature"] = \
+                    sign * mean_curvature(model, mesh.vertices) / n.scale
             self._mesh = mesh.transformed(n.scale, np.asarray(n.offset))
         return self._mesh
 
@@ -65,7 +81,8 @@ class ShapeOutputs:
 
         mesh = self.final_mesh(model)
         paths = [save_mesh(mesh, out_dir / "mesh.ply")]
-        paths.append(render_preview(mesh, out_dir / "preview.png"))
+        paths.append(render_preview(mesh, out_dir / "preview.png",
+                                    mesh.vertex_values.get("mean_curvature")))
         paths.append(out_dir / NORMALIZATION_NAME)
         paths[-1].write_text(json.dumps(
             {"task": self.name, "level": self.level, "inside": self.inside,
@@ -73,10 +90,13 @@ class ShapeOutputs:
         return paths
 
 
-def render_preview(mesh, path: Path, size: int = 512, azimuth: float = 35.0,
-                   elevation: float = 25.0) -> Path:
+def render_preview(mesh, path: Path, vertex_values: np.ndarray | None = None, size: int = 512,
+                   azimuth: float = 35.0, elevation: float = 25.0) -> Path:
     """A shaded picture of ``mesh`` from a fixed view: orthographic, one directional light,
-    triangles drawn back to front (matplotlib's Agg backend; no display)."""
+    triangles drawn back to front (matplotlib's Agg backend; no display). With
+    ``vertex_values`` (e.g. the mean curvature), each triangle is coloured by the mean of its
+    vertices' values on a diverging map (blue negative, white 0, red positive) symmetric about
+    0 and saturating at the 95th percentile of |value|, then shaded."""
     from matplotlib.collections import PolyCollection
 
     plt = pyplot()
@@ -97,7 +117,14 @@ def render_preview(mesh, path: Path, size: int = 512, azimuth: float = 35.0,
         facing = normal[:, 1] < 0  # towards the camera at -y
         order = np.argsort(-tri[facing, :, 1].mean(axis=1))  # far (large y) first
         polys = tri[facing][order][:, :, [0, 2]]
-        colors = np.outer(shade[facing][order], [0.85, 0.8, 0.7])
+        if vertex_values is None:
+            base = np.broadcast_to([0.85, 0.8, 0.7], (len(mesh.faces), 3))
+        else:
+            face_values = np.asarray(vertex_values, np.float64)[mesh.faces].mean(axis=1)
+            limit = np.percentile(np.abs(face_values), 95) or 1.0
+            base = plt.get_cmap("coolwarm")(0.5 + 0.5 * np.clip(face_values / limit, -1, 1))
+            base = base[:, :3]
+        colors = shade[facing][order][:, None] * base[facing][order]
         # Edges in the face colour, no antialiasing: seams between triangles stay closed.
         ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors=colors,
                                          linewidths=0.3, antialiased=False))
