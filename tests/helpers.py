@@ -58,10 +58,12 @@ def excess_errors(ours: dict, theirs: dict, factor: float, floor: float) -> dict
 def assert_labelled(path, *titles: str, colorbars: int = 0) -> dict:
     """The picture at ``path`` explains itself: it has a figure title, every panel a title (or
     an empty one below a titled column), each of ``titles`` appears in a panel's title (as a
-    substring), and at least ``colorbars`` colour bars carry a label. Returns the labels."""
+    substring), and at least ``colorbars`` colour bars carry a label. Returns the labels, the
+    figure title's wrapped lines joined by single spaces."""
     from fastsiren.tasks.common import picture_labels
 
     labels = picture_labels(path)
+    labels["title"] = " ".join(labels["title"].split())  # wrapped lines read as one
     assert labels["title"], f"{path}: no figure title"
     panels = [a for a in labels["axes"] if not a["colorbar"]]
     assert panels and panels[0]["title"], f"{path}: untitled panels {panels}"
