@@ -45,6 +45,9 @@ Modules, in the order the data flows:
     plot       time against N per provider
     readme     the README's generated table and headline sentence
     cli        ``fastsiren bench``: arguments, the run, its files
+    throughput images per second to a target PSNR when fitting many images: the loop,
+               the torch.func vmap peer and the batched path, step by step
+               (``python -m fastsiren.benchmark.throughput``)
 
 Names are re-exported here lazily, so that ``fastsiren --help`` (which imports ``cli`` to build
 its parser) loads none of the providers, the profiler or matplotlib.
