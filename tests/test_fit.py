@@ -184,3 +184,14 @@ def test_a_global_batch_is_split_by_the_loop_not_the_task():
     with pytest.raises(InputError, match="multiple of the 3 processes"):
         distributed.check_batch_items(task, FitContext(torch.device("cpu"), rank=0,
                                                        world_size=3))
+
+
+def test_type_check_reads_tuple_items_as_items_not_as_the_value():
+    """A ``tuple[int, int]`` setting holds a tuple; only a union lists the value's alternatives."""
+    from fastsiren.errors import InputError
+    from fastsiren.tasks.base import _check_type
+
+    _check_type("--size", (16, 16), tuple[int, int])
+    _check_type("--steps", 3, int | None)
+    with pytest.raises(InputError, match="expected an integer"):
+        _check_type("--steps", "3", int | None)

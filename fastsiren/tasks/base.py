@@ -79,6 +79,7 @@ import dataclasses
 import importlib
 import math
 import numbers
+import types
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -334,7 +335,10 @@ class Task:
 def _check_type(option: str, value: Any, hint: Any) -> None:
     """An InputError when a number or flag of the Python API has the wrong type (``steps="3"``);
     other annotations are left to their fields' own parsing."""
-    allowed = [a for a in (typing.get_args(hint) or (hint,)) if a is not type(None)]
+    # Only a union (``int | None``) lists alternatives; the arguments of ``tuple[int, int]``
+    # are its items' types, not the value's.
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = [a for a in (typing.get_args(hint) if union else (hint,)) if a is not type(None)]
     if value is None or not allowed or not all(a in (int, float, bool) for a in allowed):
         return
     kind = allowed[0]
