@@ -44,7 +44,7 @@ RUNS = [
     ("audio", "audio", {}),
     ("video", "video", {}),
     ("helmholtz", "helmholtz", {}),
-    ("wave", "wave", {}),
+    ("wave", "wave", {"initial": "pulse"}),
     ("sdf", "sdf", {}),
     ("occupancy", "occupancy", {}),
 ]

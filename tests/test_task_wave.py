@@ -41,7 +41,8 @@ def test_fit_standing_wave_end_to_end(tmp_path, capsys):
 
 def test_fit_pulse_runs(tmp_path):
     out = tmp_path / "pulse"
-    assert main(["fit", "wave", "--out", str(out), "--steps", "3", *TINY]) == 0
+    assert main(["fit", "wave", "--initial", "pulse", "--out", str(out), "--steps", "3",
+                 *TINY]) == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert "rel_error" not in metrics and metrics["pde_residual_mean_abs"] >= 0
 
@@ -98,3 +99,9 @@ def test_bad_inputs_fail_in_one_line(tmp_path, capsys):
         main([*run, "--velocity", "blob"])
     assert exc.value.code == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_cpu_default_is_the_standing_wave_and_cuda_the_official_pulse():
+    assert WaveSettings().resolved(torch.device("cpu")).initial == "mode"
+    assert WaveSettings().resolved(torch.device("cuda")).initial == "pulse"
+    assert WaveSettings(initial="pulse").resolved(torch.device("cpu")).initial == "pulse"
