@@ -115,7 +115,7 @@ def _inside(points: np.ndarray, tm, samples: int, seed: int) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     surface, normals = _oriented_samples(tm, samples, seed)
-    _, nearest = cKDTree(surface).query(points)
+    _, nearest = cKDTree(surface).query(points, workers=-1)
     return ((points - surface[nearest]) * normals[nearest]).sum(-1) < 0
 
 

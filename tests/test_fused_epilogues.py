@@ -85,14 +85,18 @@ def has_cpp_compiler() -> bool:
 
 
 @pytest.fixture(params=["as found", "no compiler"])
-def cpp_compiler(request, monkeypatch):
+def cpp_compiler(request):
     """The machine's C++ compiler, and a machine without one (inductor pointed at a name that
     does not exist): there the chunks must run eagerly, with the fallback warning."""
-    if request.param == "no compiler":
-        from torch._inductor import config
+    if request.param == "as found":
+        yield has_cpp_compiler()
+        return
+    from torch._inductor import config
 
-        monkeypatch.setattr(config.cpp, "cxx", ("fastsiren-test-no-such-compiler",))
-    return has_cpp_compiler()
+    # inductor's own patch context: monkeypatch's undo on its config proxy removes the option
+    # instead of restoring it, which broke the next case.
+    with config.patch({"cpp.cxx": ("fastsiren-test-no-such-compiler",)}):
+        yield has_cpp_compiler()
 
 
 @pytest.mark.slow  # two chunk graphs compiled per case: about half a minute on 2 cores
