@@ -129,3 +129,16 @@ def _load_failure(exc: Exception) -> str:
     if "weights_only" in text or not text.strip():
         return f"{type(exc).__name__}: not a file written by torch.save"
     return f"{type(exc).__name__}: {text.strip().splitlines()[0]}"
+
+
+def check_output_file(path: Path, label: str) -> None:
+    """An InputError (message led by ``label``, which names the option or output) when a file
+    cannot be written at ``path``: a folder there, no parent folder, or a parent that refuses new
+    files. Checked before the work that produces the file."""
+    if path.is_dir():
+        raise InputError(f"{label}: is a folder; expected a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"{label}: the folder {path.parent} does not exist")
+    reason = unwritable(path.parent)
+    if reason is not None:
+        raise InputError(f"{label}: cannot write there ({reason})")

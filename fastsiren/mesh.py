@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write, unwritable
+from .checkpoint import atomic_write, check_output_file
 from .deps import require
 from .errors import InputError
 
@@ -575,13 +575,7 @@ def check_mesh_path(path: str | os.PathLike) -> Path:
         raise InputError(
             f"mesh output must end in one of {', '.join(MESH_FORMATS)}, got {path.name!r}"
         )
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {str(path.parent)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"mesh output {str(path)!r} is a folder; expected a file name")
-    reason = unwritable(path.parent)
-    if reason is not None:
-        raise InputError(f"cannot write the mesh in {str(path.parent)!r} ({reason})")
+    check_output_file(path, f"mesh output {str(path)!r}")
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write, unwritable
+from ..checkpoint import atomic_write, check_output_file
 from ..errors import InputError
 from .cases import DEPTH, OMEGA, OUT_FEATURES, PRESETS, WORKLOADS, Case, cases_for_preset
 
@@ -213,13 +213,7 @@ def console_output(doc: dict, targets: bool = False, width: int | None = None) -
 
 def _check_output_file(option: str, path: Path) -> None:
     """An InputError naming ``option`` when ``path`` cannot be written."""
-    if path.is_dir():
-        raise InputError(f"{option} {path}: is a folder; expected a file name")
-    if not path.parent.is_dir():
-        raise InputError(f"{option} {path}: the folder {path.parent} does not exist")
-    reason = unwritable(path.parent)
-    if reason is not None:
-        raise InputError(f"{option} {path}: cannot write there ({reason})")
+    check_output_file(path, f"{option} {path}")
 
 
 def _write_text(path, text: str) -> None:
