@@ -38,7 +38,7 @@ from torch.func import functional_call, vmap
 from ..io.image import read_image
 from ..modules import Siren, batched_siren_jet
 from ..reference.siren import Siren as ReferenceSiren
-from ..tasks.common import pixel_grid, sample_image_path
+from ..tasks.common import pixel_grid, psnr_tensor, sample_image_path
 from .machine import machine_info
 
 __all__ = ["PRESETS", "PROVIDERS", "ThroughputCase", "finish", "main", "markdown", "measure"]
@@ -99,8 +99,8 @@ def initial_parameters(case: ThroughputCase, seed: int) -> tuple[list, list, lis
 
 
 def _psnr(per_image_mse: torch.Tensor) -> torch.Tensor:
-    """PSNR on [0, 1] from the mean squared error of values on [-1, 1]."""
-    return 10.0 * torch.log10(4.0 / per_image_mse.clamp_min(1e-20))
+    """PSNR on [0, 1] from the mean squared error of values on [-1, 1] (peak-to-peak 2)."""
+    return psnr_tensor(per_image_mse, peak=2.0)
 
 
 class _StackedAdam:
