@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
+from ..tasks.common import pyplot
 from .gemm import BOUNDS
 from .tables import provider_label, providers_in
 
 
 def write_plot(doc: dict, path: str | Path) -> bool:
     """Time vs N per provider, log-log, one panel per (workload, d, W, precision)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install 'fastsiren[bench]'); no plot written",
-              file=sys.stderr)
-        return False
+    plt = pyplot()
     panels: dict[tuple, dict[str, list]] = {}
     for r in doc["results"]:
         if r["status"] != "ok":
