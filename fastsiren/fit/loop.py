@@ -279,7 +279,7 @@ class _Run:
         task = task_cls.create(settings, context)
         distributed.check_batch_items(task, context)
         model = task.build_model().to(context.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        optimizer = task.build_optimizer(model)
         generator = torch.Generator(device=context.device).manual_seed(settings.seed
                                                                        + context.rank)
         run = cls(task, settings, context, out_dir, write_dir, folder, model, optimizer,

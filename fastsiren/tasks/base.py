@@ -23,8 +23,9 @@ many-images form), ``describe()`` (facts about the data for metrics.json), ``sum
 ``load_model`` rebuilds), ``jet`` (how the model is evaluated on a batch). The positional INPUT
 of the CLI is ``settings.input`` (a tuple of paths; empty: the task's built-in sample).
 
-The loop owns the rest: seeding, device and backend, Adam at ``settings.lr``, gradient clipping,
-progress, the JSON-lines log, checkpoints and resume, Ctrl-C, ``metrics.json`` and the curve.
+The loop owns the rest: seeding, device and backend, the optimizer (``build_optimizer``: Adam at
+``settings.lr`` unless the task says otherwise), gradient clipping, progress, the JSON-lines
+log, checkpoints and resume, Ctrl-C, ``metrics.json`` and the curve.
 A task never names a backend and never differentiates with autograd: it gets the jet it asked
 for. Batched tasks (many signals, hypernetworks) return a model whose ``jet`` takes a leading batch
 dimension (``BatchedSiren`` in ``fastsiren.modules``, or override ``jet``/``build_model``);
@@ -294,6 +295,11 @@ class Task:
         """An untrained ``model_class`` from ``model_kwargs`` on the settings' backend."""
         return build_model(self.model_class, self.model_kwargs(), backend=self.settings.backend,
                            compile_chunks=self.settings.compile_chunks)
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The optimizer of the fit: Adam at ``settings.lr`` (a task that learns or uses
+        step sizes of its own returns another)."""
+        return torch.optim.Adam(model.parameters(), lr=self.settings.lr)
 
     def jet(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> Jet:
         """The jet the loss needs at ``batch["coords"]``."""
