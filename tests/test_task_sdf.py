@@ -22,6 +22,8 @@ from fastsiren.tasks.sdf import (  # noqa: E402
     SdfSettings,
     SdfTask,
     laplacian_weight,
+    point_spacing,
+    sdf_loss,
     sphere_init,
 )
 
@@ -211,6 +213,33 @@ def test_presets_and_the_sphere_start():
     # SIREN's initialisation is a random field about 0 (error ~ the mean of | |x| - 0.5 |);
     # the started one is the sphere to within a small fraction of that.
     assert error_started < 0.2 * error_plain
+
+
+def test_near_surface_samples_follow_the_point_spacing_and_skip_the_exp_term(sphere_ply):
+    cpu = torch.device("cpu")
+    task = SdfTask.create(SdfSettings(input=str(sphere_ply), points=2000, width=16, depth=1,
+                                      batch=400, near_surface=0.25).resolved(cpu), CPU)
+    batch = task.sample(0, torch.Generator().manual_seed(0))
+    assert batch["coords"].shape == (800, 3) and task.n_near == 100
+    near = batch["coords"][-100:]
+    uniform = batch["coords"][400:700]
+    # near points scatter about the sphere (radius ~1 in network units) by about a spacing
+    # (the radial part of N(0, sigma^2 I) has mean |.| 0.8 sigma); uniform ones much further
+    radius = task.coords.norm(dim=-1).mean()
+    spacing = float(task.spacing.mean())
+    assert 0.05 < spacing < 0.4
+    near_off = (near.norm(dim=-1) - radius).abs().mean()
+    assert 0.4 * spacing < near_off < 1.6 * spacing
+    assert (uniform.norm(dim=-1) - radius).abs().mean() > 2 * near_off
+    # the spacing is the 10th-neighbour distance
+    points = np.array([[float(i), 0.0, 0.0] for i in range(12)])
+    assert point_spacing(points)[0] == pytest.approx(10.0)
+    # the exp term counts the uniform off-surface points only
+    value, grad = torch.zeros(6, dtype=torch.float64), torch.ones(6, 3, dtype=torch.float64)
+    normals = torch.ones(2, 3, dtype=torch.float64)
+    all_off = sdf_loss(value, grad, normals, 2)[1]["inter"]
+    two_near = sdf_loss(value, grad, normals, 2, n_near=2)[1]["inter"]
+    assert all_off == pytest.approx(1e2 * 4 / 6) and two_near == pytest.approx(1e2 * 2 / 6)
 
 
 def test_sphere_init_leaves_the_fit_random_streams_alone():

@@ -54,11 +54,20 @@ Laplacian term):
   every point and 2.6x for the same loss on nested autograd (median of 7 steps each,
   alternated, width 128, 2,500 + 2,500 points, one thread on the shared 2-core EPYC under load).
 
+A third option, off in both presets:
+
+- **Off-surface samples near the surface** (``near_surface``, IGR and Neural-Pull): that
+  fraction of the off-surface points is drawn as x + sigma * N(0, I) around a random input
+  point x, sigma its distance to its 10th nearest input point (so the spread follows the local
+  sampling density); the uniform rest keeps the exp(-100 |f|) term, which the near points skip
+  (it would push the field away from zero right at the surface), while the eikonal and
+  Laplacian terms take every off-surface point. It concentrates the eikonal constraint where
+  the mesh is extracted; at the CPU budget it did not improve the regularized default
+  (``bench/fit_results/sdf-shapes-cpu.md``).
+
 Measured on five shapes at the CPU defaults (``bench/fit_results/sdf-shapes-cpu.md``): the
 official loss leaves 5 to 13 pieces at 600 steps; the default gives one piece on four of them
 (two on the thin-legged camel: a 40-face bubble) at 2.2x to 4.8x lower Chamfer distance.
-Off-surface samples drawn near the surface (IGR, Neural-Pull) did not help at that budget and
-are not part of it.
 
 Metrics (the mesh extracted at the 0 level, ``fastsiren.mesh``), in the input's units: the
 standard evaluation of ``fastsiren.mesh_metrics`` (Chamfer L1 and squared, Hausdorff, the one-sided
@@ -79,6 +88,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,7 +105,7 @@ from .shapes import ShapeOutputs
 
 __all__ = [
     "LOSS_PRESETS", "SDF_LOSS_WEIGHTS", "SdfSettings", "SdfTask", "laplacian_weight",
-    "sample_point_cloud_path", "sdf_loss", "sphere_init",
+    "point_spacing", "sample_point_cloud_path", "sdf_loss", "sphere_init",
 ]
 
 # The official loss_functions.sdf weights and the off-surface falloff exp(-alpha |f|).
@@ -111,6 +121,9 @@ LOSS_PRESETS = {
 # official normalisation fills, and of the size of a typical shape in it.
 SPHERE_INIT_RADIUS = 0.5
 SPHERE_INIT_POINTS = 5000
+# Near-surface samples spread by the distance to this neighbour (IGR uses the 50th of a dense
+# scan; the 10th keeps the spread near the surface's own sampling on clouds of a few thousand).
+NEAR_SURFACE_NEIGHBOUR = 10
 
 
 def sample_point_cloud_path() -> Path:
@@ -121,6 +134,7 @@ def sample_point_cloud_path() -> Path:
 def sdf_loss(
     value: torch.Tensor, grad: torch.Tensor, normals: torch.Tensor, n_on: int,
     lap: torch.Tensor | None = None, laplacian: float | torch.Tensor = 0.0,
+    n_near: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The official SDF loss from the jet at ``[on-surface; off-surface]`` points, plus the
     Laplacian term when ``lap`` is given.
@@ -131,12 +145,14 @@ def sdf_loss(
         normals: ``[n_on, 3]`` the on-surface points' normals.
         lap: ``[P - n_on]`` the off-surface points' Laplacians, or None.
         laplacian: the Laplacian term's weight.
+        n_near: how many of the off-surface points, at the end, were drawn near the surface:
+            the exp(-100 |f|) term skips them.
     Returns (total, terms): the weighted sum and each weighted term (``sdf``, ``inter``,
     ``normal``, ``grad`` and, with ``lap``, ``laplacian``), every term summed over the points
     it applies to and divided by P.
     """
     total_points = value.shape[0]
-    on_value, off_value = value[:n_on], value[n_on:]
+    on_value, off_value = value[:n_on], value[n_on:total_points - n_near]
     on_grad = grad[:n_on]
     # cos(g, n) as torch's cosine_similarity (each norm clamped at 1e-8).
     cosine = (on_grad * normals).sum(-1) / (
@@ -183,6 +199,18 @@ def sphere_init(model: nn.Module, steps: int, lr: float, seed: int,
     return float(error)
 
 
+def point_spacing(points: np.ndarray, neighbour: int = NEAR_SURFACE_NEIGHBOUR) -> np.ndarray:
+    """Each point's distance to its ``neighbour``-th nearest other point of ``points`` [n, 3]
+    (the local sampling density; the scale of the near-surface samples)."""
+    from scipy.spatial import cKDTree
+
+    k = min(neighbour, len(points) - 1)
+    if k < 1:
+        raise InputError(f"near-surface sampling needs at least 2 input points, got {len(points)}")
+    distances, _ = cKDTree(points).query(points, k=k + 1, workers=-1)
+    return distances[:, k]
+
+
 @dataclass
 class SdfSettings(FitSettings):
     """Fit a signed distance function to an oriented point cloud (.xyz, PLY) or a mesh."""
@@ -206,6 +234,9 @@ class SdfSettings(FitSettings):
         "official 0, regularized 100)", low=0)
     laplacian_until: float = setting(
         0.5, "fraction of the steps over which the Laplacian weight decays to 0", low=0, high=1)
+    near_surface: float = setting(
+        0.0, "fraction of the off-surface points drawn near the surface (Gaussian, sigma = the "
+        "distance to the 10th nearest input point) instead of uniform", low=0, high=1)
     points: int = setting(100_000, "oriented points sampled from a mesh input", positive=True)
     resolution: int | None = setting(
         None, "grid points per axis of the output mesh", low=8, cpu=128, cuda=512)
@@ -256,6 +287,9 @@ class SdfTask(ShapeOutputs, Task):
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         self.coords = as_tensor(self.normalization.apply(self.cloud.points))
         self.normals = as_tensor(self.cloud.normals)
+        self.n_near = round(settings.near_surface * settings.batch)
+        self.spacing = as_tensor(point_spacing(self.coords.cpu().numpy())) if self.n_near \
+            else None
 
     def build_model(self) -> nn.Module:
         """The SIREN, fitted to a sphere's distance first when ``sphere_init_steps`` > 0 (on
@@ -268,7 +302,12 @@ class SdfTask(ShapeOutputs, Task):
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         n = self.settings.batch
         pick = torch.randint(len(self.coords), (n,), generator=generator, device=self.device)
-        off = torch.rand(n, 3, generator=generator, device=self.device) * 2 - 1
+        off = torch.rand(n - self.n_near, 3, generator=generator, device=self.device) * 2 - 1
+        if self.n_near:
+            near = torch.randint(len(self.coords), (self.n_near,), generator=generator,
+                                 device=self.device)
+            noise = torch.randn(self.n_near, 3, generator=generator, device=self.device)
+            off = torch.cat([off, self.coords[near] + self.spacing[near, None] * noise])
         batch = {"coords": torch.cat([self.coords[pick], off]), "normals": self.normals[pick]}
         weight = laplacian_weight(step, self.settings.steps, self.laplacian,
                                   self.settings.laplacian_until)
@@ -294,10 +333,10 @@ class SdfTask(ShapeOutputs, Task):
             value = torch.cat([on.value[:, 0], off.value[:, 0]])
             grad = torch.cat([on.grad[:, 0, :], off.grad[:, 0, :]])
             total, terms = sdf_loss(value, grad, normals, normals.shape[0], off.lap[:, 0],
-                                    batch["laplacian_weight"].to(value.dtype))
+                                    batch["laplacian_weight"].to(value.dtype), self.n_near)
         else:
             total, terms = sdf_loss(jet.value[:, 0], jet.grad[:, 0, :], normals,
-                                    normals.shape[0])
+                                    normals.shape[0], n_near=self.n_near)
             if self.laplacian > 0:  # the same log columns before and after the annealing
                 terms["laplacian"] = torch.zeros((), device=total.device)
         return total, {k: v.detach() for k, v in terms.items()}
@@ -324,5 +363,5 @@ class SdfTask(ShapeOutputs, Task):
             "bbox_min": lo.tolist(), "bbox_max": hi.tolist(),
             "normalization": self.normalization.to_dict(),
             "loss": self.settings.loss, "sphere_init_steps": self.sphere_init_steps,
-            "laplacian_weight": self.laplacian,
+            "laplacian_weight": self.laplacian, "near_surface": self.settings.near_surface,
         }
