@@ -9,6 +9,7 @@ layer math is stated in ``fastsiren.sine_jet``, the initialisation in ``fastsire
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Mapping
@@ -23,8 +24,8 @@ from fastsiren.jet_ops import check_name
 from fastsiren.reference.siren import sine_init_bound
 from fastsiren.sine_jet import points_per_chunk
 
-__all__ = ["BatchedSiren", "SineLayer", "Siren", "batched_siren_jet", "convert_official_state_dict",
-           "network_group"]
+__all__ = ["BatchedSiren", "LearnedStart", "SineLayer", "Siren", "batched_siren_jet",
+           "convert_official_state_dict", "network_group"]
 
 
 def _is_int(value) -> bool:
@@ -352,6 +353,75 @@ class BatchedSiren(_BackendMixin, nn.Module):
     def extra_repr(self) -> str:
         return (f"n_networks={self.n_networks}, {self.kwargs}, backend={self.backend!r}, "
                 f"compile_chunks={self.compile_chunks}")
+
+
+class LearnedStart(nn.Module):
+    """A learned initialisation for one kind of signal: the starting network ``siren`` (a
+    ``Siren``) and per-element step sizes for the first ``inner_steps`` steps of a fit from it.
+
+    A fit from the start takes ``inner_steps`` plain gradient steps
+    ``theta <- theta - s * grad L(theta)`` with ``s = step_sizes()`` (one positive size per
+    weight, in ``Siren.layer_parameters`` order: the weights, then the biases), then continues
+    with Adam. Both ``siren`` and the step sizes are meta-learned (``fastsiren fit init``); the
+    step sizes are stored as their logarithms (``log_step_sizes``) so that they stay positive.
+    ``jet`` and ``forward`` evaluate the start itself.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        hidden_layers: int,
+        out_features: int,
+        outermost_linear: bool = True,
+        first_omega_0: float = 30.0,
+        hidden_omega_0: float = 30.0,
+        inner_steps: int = 3,
+        initial_step_size: float = 1e-2,
+        backend: str = "auto",
+        compile_chunks: bool | None = None,
+    ):
+        super().__init__()
+        _check_sizes(inner_steps=inner_steps)
+        self.kwargs = {
+            "in_features": in_features, "hidden_features": hidden_features,
+            "hidden_layers": hidden_layers, "out_features": out_features,
+            "outermost_linear": outermost_linear, "first_omega_0": float(first_omega_0),
+            "hidden_omega_0": float(hidden_omega_0),
+        }
+        self.inner_steps = inner_steps
+        self.siren = Siren(**self.kwargs, backend=backend, compile_chunks=compile_chunks)
+        weights, biases, _ = self.siren.layer_parameters()
+        self.log_step_sizes = nn.ParameterList(
+            nn.Parameter(torch.full_like(p, math.log(initial_step_size)))
+            for p in weights + biases)
+
+    @property
+    def backend(self) -> str:
+        return self.siren.backend
+
+    def to(self, *args, backend: str | None = None, **kwargs):
+        if backend is not None:
+            self.siren.to(backend=backend)
+        return super().to(*args, **kwargs) if args or kwargs else self
+
+    def start_parameters(self) -> list[torch.Tensor]:
+        """The starting network's weights, then its biases (``Siren.layer_parameters``)."""
+        weights, biases, _ = self.siren.layer_parameters()
+        return weights + biases
+
+    def step_sizes(self) -> list[torch.Tensor]:
+        """The per-element step sizes, one tensor per entry of ``start_parameters``."""
+        return [log_size.exp() for log_size in self.log_step_sizes]
+
+    def jet(self, x: torch.Tensor, order: int = 2, hessian_diag: bool = False) -> Jet:
+        return self.siren.jet(x, order, hessian_diag)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.siren(x)
+
+    def extra_repr(self) -> str:
+        return f"inner_steps={self.inner_steps}"
 
 
 _OFFICIAL_FCBLOCK_KEY = re.compile(r"^(?:module\.)?(?:net\.)?net\.(\d+)\.0\.(weight|bias)$")

@@ -18,13 +18,14 @@ from torch import nn
 from fastsiren.checkpoint import load_checkpoint
 from fastsiren.errors import InputError
 from fastsiren.hypernet.models import NeuralProcessHypernet
-from fastsiren.modules import BatchedSiren, Siren
+from fastsiren.modules import BatchedSiren, LearnedStart, Siren
 
 __all__ = ["ALIASES", "MODEL_CLASSES", "build_model", "load_model", "model_from_checkpoint"]
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "Siren": Siren,
     "BatchedSiren": BatchedSiren,
+    "LearnedStart": LearnedStart,
     "NeuralProcessHypernet": NeuralProcessHypernet,
 }
 

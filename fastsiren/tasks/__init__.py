@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {
     "helmholtz": "fastsiren.tasks.helmholtz:HelmholtzTask",
     "wave": "fastsiren.tasks.wave:WaveTask",
     "hypernet": "fastsiren.tasks.hypernet:HypernetTask",
+    "init": "fastsiren.tasks.meta_init:InitTask",
 }
 
 
