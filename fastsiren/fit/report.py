@@ -21,22 +21,34 @@ __all__ = [
 
 
 class Log:
-    """The JSON-lines curve (``log.jsonl``); on resume, lines from steps at or after the
-    checkpoint are dropped (they are redone)."""
+    """The JSON-lines curve (``log.jsonl``; a run in groups numbers each line's ``group``). A
+    group that starts or resumes drops the lines at or after its (group, step): they are
+    redone."""
 
-    def __init__(self, path: Path, keep_below: int):
-        self.path, self.first, self.last = path, None, None
-        kept = []
-        if keep_below > 0 and path.is_file():
-            for line in path.read_text().splitlines():
+    def __init__(self, path: Path):
+        self.path = path
+        self.first, self.last = None, None
+        entries = self.entries()
+        if entries:
+            self.first, self.last = entries[0][1], entries[-1][1]
+
+    def entries(self) -> list[tuple[str, dict]]:
+        """(line, entry) for every readable line so far."""
+        found = []
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
                 with contextlib.suppress(ValueError):
-                    entry = json.loads(line)
-                    if entry.get("step", math.inf) < keep_below:
-                        kept.append(line)
-                        self.first = self.first or entry
-                        self.last = entry
-        with atomic_write(path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
+                    found.append((line, json.loads(line)))
+        return found
+
+    def keep_before(self, group: int, step: int) -> None:
+        """Drop the lines of ``group`` from ``step`` on and of every later group."""
+        kept = [(line, entry) for line, entry in self.entries()
+                if (entry.get("group", 0), entry.get("step", math.inf)) < (group, step)]
+        with atomic_write(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line, _ in kept))
+        self.first = kept[0][1] if kept else None
+        self.last = kept[-1][1] if kept else None
 
     def write(self, entry: dict) -> None:
         with self.path.open("a") as handle:
@@ -83,6 +95,14 @@ def plot_curve(log_path: Path, png_path: Path, metric: str | None) -> None:
     entries = [json.loads(line) for line in log_path.read_text().splitlines() if line]
     if not entries:
         return
+    groups = len({e.get("group", 0) for e in entries})
+    if groups > 1:  # a run in groups: each step's values averaged over the groups
+        by_step: dict[int, list[dict]] = {}
+        for entry in entries:
+            by_step.setdefault(entry["step"], []).append(entry)
+        entries = [{"step": step, **{key: sum(e[key] for e in group) / len(group)
+                                      for key in group[0] if key not in ("step", "group")}}
+                   for step, group in sorted(by_step.items())]
     plt = pyplot()
     steps = [e["step"] for e in entries]
     panels = [("loss", True)] + ([(metric, False)] if metric and metric in entries[0] else [])
@@ -91,7 +111,8 @@ def plot_curve(log_path: Path, png_path: Path, metric: str | None) -> None:
         ax.plot(steps, [e[name] for e in entries])
         ax.set_xlabel("step")
         ax.set_ylabel(name)
-        ax.set_title(f"{name} against the step")
+        ax.set_title(f"{name} against the step"
+                     + (f" (mean of {groups} groups)" if groups > 1 else ""))
         if log_scale and all(e[name] > 0 for e in entries):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
@@ -109,8 +130,9 @@ class ExpectedTime:
     """
 
     def __init__(self, task: str, steps_to_go: int, say, min_steps: int = 3,
-                 min_seconds: float = 2.0, max_steps: int = 20, quiet_below: float = 20.0):
-        self.task, self.steps_to_go, self.say = task, steps_to_go, say
+                 min_seconds: float = 2.0, max_steps: int = 20, quiet_below: float = 20.0,
+                 groups: int = 1):
+        self.task, self.steps_to_go, self.say, self.groups = task, steps_to_go, say, groups
         self.min_steps, self.min_seconds, self.max_steps = min_steps, min_seconds, max_steps
         self.quiet_below = quiet_below
         self.seen, self.first = 0, 0.0
@@ -128,13 +150,20 @@ class ExpectedTime:
         if enough or len(self.timed) >= self.max_steps:
             self.report()
 
+    def skip(self, steps: int) -> None:
+        """``steps`` of the work will not run (done in an earlier session, or not needed)."""
+        if self.timed is not None:
+            self.steps_to_go -= steps
+
     def report(self) -> None:
         per_step = sorted(self.timed)[len(self.timed) // 2]
         total = self.first + sum(self.timed) + per_step * (self.steps_to_go - self.seen)
         if total >= self.quiet_below and self.say is not None:
-            self.say(f"fit {self.task}: expected {format_duration(total)} for "
-                     f"{self.steps_to_go} steps ({per_step:.3g} s per step over steps 2 to "
-                     f"{self.seen}; evaluation and outputs come after)")
+            work = f"{self.steps_to_go} steps" + (
+                f" in {self.groups} groups" if self.groups > 1 else "")
+            self.say(f"fit {self.task}: expected {format_duration(total)} for {work} "
+                     f"({per_step:.3g} s per step over steps 2 to {self.seen}; evaluation and "
+                     "outputs come after)")
         self.timed = None
 
 

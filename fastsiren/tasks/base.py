@@ -23,6 +23,14 @@ many-images form), ``describe()`` (facts about the data for metrics.json), ``sum
 ``load_model`` rebuilds), ``jet`` (how the model is evaluated on a batch). The positional INPUT
 of the CLI is ``settings.input`` (a tuple of paths; empty: the task's built-in sample).
 
+Groups and early stop (the many-images form uses them; every other task keeps the defaults: one
+group, no early stop): ``groups()`` says how many groups of signals the process fits one after
+another, each with its own model and optimizer, so that a dataset of any size is fitted in
+bounded memory; ``start_group(k)`` makes group k the task's data; ``network_names()`` names the
+networks of a batched model for the run's weights file; ``stopped_networks(step)`` says which
+networks have reached their target and stop updating; ``state()`` / ``restore_state()`` carry
+what the task must remember through a checkpoint (which networks stopped, and when).
+
 The loop owns the rest: seeding, device and backend, the optimizer (``build_optimizer``: Adam at
 ``settings.lr`` unless the task says otherwise), gradient clipping, progress, the JSON-lines
 log, checkpoints and resume, Ctrl-C, ``metrics.json`` and the curve.
@@ -318,6 +326,37 @@ class Task:
 
     def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
         raise NotImplementedError
+
+    # -- groups and early stop (optional) ----------------------------------------------------
+    def groups(self) -> int:
+        """How many groups of signals this process fits one after another, each with its own
+        model and optimizer (only the current group's data, networks and optimizer state are
+        held): 1 for every task but a dataset larger than one batch of networks."""
+        return 1
+
+    def start_group(self, index: int) -> None:
+        """Hold group ``index``'s data: ``build_model``, ``model_kwargs``, ``sample``,
+        ``evaluate`` and ``write_outputs`` are that group's until the next call. A task of one
+        group holds its data from ``__init__``."""
+
+    def network_names(self) -> list[str] | None:
+        """Names of the current group's networks in order (network i of a batched model fits
+        names[i]), kept in the run's weights file; None: the model fits one signal."""
+        return None
+
+    def stopped_networks(self, step: int) -> torch.Tensor | None:
+        """Called right after ``loss`` at each step: which networks have stopped updating (bool
+        [B]; those that reach their target in this step's loss included), or None when the task
+        does not stop early. The loop keeps their parameters and optimizer state as they are and
+        ends the group once all of them have stopped."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """What the task must carry through a checkpoint besides the model (tensors, numbers)."""
+        return {}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Take back what ``state`` returned (resuming from a checkpoint)."""
 
     # -- optional ----------------------------------------------------------------------------
     @property

@@ -103,7 +103,15 @@ class ImageTask(Task):
     def loss(self, jet, batch):
         mse = (jet.value - batch["target"]).square().mean()
         # Pixels span 2 on [-1, 1]: the PSNR on [0, 1] has peak 2 on this scale.
-        return mse, {"mse": mse.detach(), "psnr": psnr_tensor(mse, peak=2.0)}
+        psnr_db = psnr_tensor(mse, peak=2.0)
+        self._last_psnr = psnr_db  # what stopped_networks reads
+        return mse, {"mse": mse.detach(), "psnr": psnr_db}
+
+    def stopped_networks(self, step: int) -> torch.Tensor | None:
+        """With ``target_psnr``: the fit ends at the first step whose loss reaches it."""
+        if self.settings.target_psnr is None:
+            return None
+        return (self._last_psnr >= self.settings.target_psnr).reshape(1)
 
     def reconstruct(self, model: nn.Module) -> Jet:
         """The order-2 jet of the fitted network on the training grid (cached)."""

@@ -69,6 +69,15 @@ class ImageSettings(FitSettings):
     render_range: float = setting(
         1.0, "render over [-R, R]^2 (R > 1 extrapolates beyond the training square [-1, 1]^2; "
         "the pixel pitch is kept unless --render-size is given)", positive=True)
+    networks_per_batch: int | None = setting(
+        None, "many images: fit the dataset in groups of this many images, one group after "
+        "another, each group's networks in one batch (default: as many as a quarter of the "
+        "free memory holds; the value used is saved in settings.json)", positive=True,
+        metavar="N")
+    target_psnr: float | None = setting(
+        None, "stop updating a network once its PSNR on the step's training pixels reaches this "
+        "many dB (a group of images ends when all of its networks have); summary.csv gives each "
+        "image's steps", positive=True, metavar="DB")
 
     def __post_init__(self):
         super().__post_init__()

@@ -20,14 +20,31 @@ when the folder mixes both.
 The images come from ``tasks.image_dataset``: files, folders (recursive), glob patterns and
 ``.npy``/``.npz`` stacks; an image that cannot be read is skipped with a warning and listed.
 
-Outputs: ``summary.csv`` (one row per image: name, size, PSNR), ``summary.md`` (the PSNR
+Datasets of any size: the images are fitted in groups of ``networks_per_batch`` (default: as many
+as ``MEMORY_FRACTION`` of the free memory holds, from the largest image's size and the network's;
+``default_networks_per_batch``), one group after another (``Task.groups``/``start_group``):
+only the current group's pixels, networks and Adam state are held. The sizes and channels of
+every image are learned first from the headers (``image_dataset.scan_items``), so every group
+has the same architecture; each group is read when its turn comes. Network i of the whole run
+is image i in input order (the skipped left out), whatever the grouping: since each network
+gets its own image's gradient and starts from the same draw, a dataset fitted in groups gives
+the networks of a dataset fitted at once (up to the rounding of matmuls of other batch sizes;
+with ``batch_fraction < 1`` the points drawn depend on the group's size).
+
+Early stop (``target_psnr``): a network stops updating at the first step whose loss shows it at
+the target PSNR on that step's training pixels (``stopped_networks``); the loop keeps its
+parameters and Adam state as they are, and a group ends when all its networks have stopped.
+Each image's row in the summary gives its steps (updates applied).
+
+Outputs: ``summary.csv`` (one row per image: name, size, PSNR, steps), ``summary.md`` (the PSNR
 distribution, the images skipped, the table) and ``psnr_histogram.png``; with ``save_images``
 (by default for at most SAVE_IMAGES_UP_TO images) also one folder per image under ``images/``
 with the single-image files. metrics.json reports the mean PSNR, images per second, every
 image's metrics and, under ``data.names``, the images in the order of the networks: the run's
-``BatchedSiren`` checkpoint holds them all, and ``fs.load_model(run, index=i)`` is image i's
-``fs.Siren``. Under ``torchrun`` each process fits its shard of the images (``context.shard``)
-and writes its own checkpoint; rank 0 writes the summary for all of them.
+checkpoint holds them all as one ``BatchedSiren`` (with their names), and ``fs.load_model(run,
+index=i)`` is image i's ``fs.Siren``. Under ``torchrun`` each process fits its shard of the
+images (``context.shard``), in its own groups, and writes its own checkpoint; rank 0 writes the
+summary for all of them.
 """
 
 from __future__ import annotations
@@ -40,7 +57,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..jet import Jet
+from ..mesh import available_memory
 from ..modules import BatchedSiren, Siren
 from .base import FitContext, Task
 from .common import evaluate_on_grid, pixel_grid, psnr_tensor, pyplot, save_figure
@@ -51,13 +70,37 @@ from .image_common import (
     render_grid,
     write_image_outputs,
 )
-from .image_dataset import ImageItem, read_items
+from .image_dataset import ImageItem, read_items, scan_items
 
-__all__ = ["SAVE_IMAGES_UP_TO", "ManyImagesTask"]
+__all__ = ["SAVE_IMAGES_UP_TO", "ManyImagesTask", "default_networks_per_batch"]
 
 # save_images left unset writes each image's pictures for datasets up to this size (six files
 # per image: a dataset of thousands would spend more time writing PNGs than fitting).
 SAVE_IMAGES_UP_TO = 100
+# The share of the free memory a group's networks may take by default: the rest is left to the
+# process (torch, the evaluation's chunks, the outputs) and to whatever else runs.
+MEMORY_FRACTION = 0.25
+# The group size when the free memory cannot be read.
+NETWORKS_PER_BATCH_UNKNOWN_MEMORY = 1024
+
+
+def default_networks_per_batch(points: int, channels: int, width: int, depth: int,
+                               device: torch.device) -> int:
+    """How many networks of ``width`` x ``depth`` fitting images of ``points`` pixels fit in
+    ``MEMORY_FRACTION`` of the free memory of ``device``.
+
+    Bytes per network, float32: per pixel its coordinates, target and weight (3 + C), the
+    order-2 jet its evaluation keeps (4C), the activations training keeps for the backward (about
+    4 values per hidden feature and layer: pre-activation, sine, cosine, their cotangent), and
+    the parameters with their gradient and Adam's two moments (4 copies).
+    """
+    params = 3 * width + depth * (width + 1) * width + (width + 1) * channels
+    per_point = 3 + channels + 4 * channels + 4 * width * (depth + 1)
+    per_network = 4 * (points * per_point + 4 * params)
+    free = available_memory(device)
+    if free is None:
+        return NETWORKS_PER_BATCH_UNKNOWN_MEMORY
+    return max(1, int(free * MEMORY_FRACTION) // per_network)
 
 
 class _Image:
@@ -95,22 +138,55 @@ class ManyImagesTask(Task):
     shards_items = True
 
     def __init__(self, settings: ImageSettings, context: FitContext, items: list[ImageItem]):
-        """``items``: every input image; this process fits its share (``context.shard``)."""
+        """``items``: every input image; this process fits its share (``context.shard``), in
+        groups of ``settings.networks_per_batch`` (filled in here when unset)."""
         super().__init__(settings, context)
         self.save_images = (settings.save_images if settings.save_images is not None
                             else len(items) <= SAVE_IMAGES_UP_TO)
         shard = context.shard(list(zip(items, unique_names(items))))
-        names = dict(shard)
-        read, skipped = read_items([item for item, _ in shard], settings.max_size)
-        self.skipped = [{"image": names[item], "reason": reason} for item, reason in skipped]
-        channels = max(pixels.shape[2] for _, pixels in read)
-        self.images = [_Image(item, names[item], np.repeat(pixels, channels, 2)
+        self.names = dict(shard)
+        scanned, skipped = scan_items([item for item, _ in shard], settings.max_size)
+        self.skipped_in_scan = [{"image": self.names[item], "reason": reason}
+                                for item, reason in skipped]
+        self.sizes = {item: shape[:2] for item, shape in scanned}
+        self.in_features = 2
+        self.out_features = max(shape[2] for _, shape in scanned)
+        self.largest = max(h * w for h, w in self.sizes.values())
+        if settings.networks_per_batch is None:
+            settings.networks_per_batch = default_networks_per_batch(
+                self.largest, self.out_features, settings.width, settings.depth, self.device)
+        size = settings.networks_per_batch
+        fitted = [item for item, _ in scanned]
+        self.group_items = [fitted[start:start + size] for start in range(0, len(fitted), size)]
+        self.group: int | None = None
+        self.images: list[_Image] = []
+        self.start_group(0)
+
+    # -- groups: one batch of networks at a time ------------------------------------------------
+    def groups(self) -> int:
+        return len(self.group_items)
+
+    def start_group(self, index: int) -> None:
+        """Read group ``index``'s images (the previous group's are let go first) and lay them out
+        as padded grids, targets and per-point loss weights [B, N_max, ...]."""
+        if index == self.group:
+            return
+        self.images, self._evaluated, self.all_points = [], None, {}
+        self.group = index
+        settings, channels = self.settings, self.out_features
+        items = self.group_items[index]
+        try:
+            read, skipped = read_items(items, settings.max_size)
+        except InputError as exc:
+            raise InputError(f"images {self.names[items[0]]} to {self.names[items[-1]]} (group "
+                             f"{index + 1} of {self.groups()}): {exc}") from None
+        self.skipped = (self.skipped_in_scan if index == 0 else []) + [
+            {"image": self.names[item], "reason": reason} for item, reason in skipped]
+        self.images = [_Image(item, self.names[item], np.repeat(pixels, channels, 2)
                               if pixels.shape[2] < channels else pixels, settings, self.device)
                        for item, pixels in read]
-        self.in_features, self.out_features = 2, channels
         n_max = max(im.n_points for im in self.images)
         batch = len(self.images)
-        # Padded grids, targets and per-point loss weights [B, N_max, ...].
         self.coords = torch.zeros(batch, n_max, 2, device=self.device)
         self.target = torch.zeros(batch, n_max, channels, device=self.device)
         self.weight = torch.zeros(batch, n_max, device=self.device)
@@ -125,7 +201,30 @@ class ManyImagesTask(Task):
             [im.n_points if im.train_index is None else len(im.train_index)
              for im in self.images], device=self.device)
         self.all_points = {"coords": self.coords, "target": self.target, "weight": self.weight}
-        self._evaluated: tuple | None = None
+        # Early stop: which networks stopped, and after how many updates.
+        self.stopped = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        self.stop_step = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self._last_mse: torch.Tensor | None = None
+
+    def network_names(self) -> list[str]:
+        return [im.name for im in self.images]
+
+    def stopped_networks(self, step: int) -> torch.Tensor | None:
+        target = self.settings.target_psnr
+        if target is None:
+            return None
+        reached = psnr_tensor(self._last_mse, peak=2.0) >= target
+        self.stop_step = torch.where(reached & ~self.stopped, step, self.stop_step)
+        self.stopped = self.stopped | reached
+        return self.stopped
+
+    def state(self) -> dict:
+        return {"stopped": self.stopped.cpu(), "stop_step": self.stop_step.cpu()}
+
+    def restore_state(self, state: dict) -> None:
+        if state:
+            self.stopped = state["stopped"].to(self.device)
+            self.stop_step = state["stop_step"].to(self.device)
 
     # -- the model: B networks, each with the initialisation of a single fit -----------------
     def model_kwargs(self) -> dict:
@@ -163,6 +262,7 @@ class ManyImagesTask(Task):
     def loss(self, jet, batch):
         per_point = (jet.value - batch["target"]).square().mean(-1)  # [B, N]
         per_image = (per_point * batch["weight"]).sum(-1)  # each image's own MSE
+        self._last_mse = per_image.detach()  # what stopped_networks reads
         psnr_db = psnr_tensor(per_image, peak=2.0)  # values span 2 on [-1, 1]
         return per_image.sum(), {"mse": per_image.detach().mean(), "psnr": psnr_db.mean()}
 
@@ -176,12 +276,13 @@ class ManyImagesTask(Task):
     def evaluate(self, model: nn.Module) -> dict:
         self._evaluated = None
         value = self.reconstruct(model).value
+        steps = torch.where(self.stopped, self.stop_step, self.settings.steps).tolist()
         rows = []
         for b, im in enumerate(self.images):
             metrics = image_metrics(value[b, :im.n_points], self.target[b, :im.n_points],
                                     im.train_index)
             rows.append({"image": im.name, "height": im.shape[0], "width": im.shape[1],
-                         **metrics})
+                         **metrics, "steps": steps[b]})
         return {"images": rows, "skipped": self.skipped}
 
     def write_outputs(self, model: nn.Module, out_dir: Path) -> list[Path]:
@@ -223,12 +324,22 @@ class ManyImagesTask(Task):
         stats = {"psnr": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)),
                  "psnr_median": float(np.median(psnrs)), "psnr_max": float(np.max(psnrs)),
                  "n_images": len(rows), "n_skipped": len(skipped)}
+        steps = np.array([row["steps"] for row in rows])
+        stats["steps_mean"] = float(np.mean(steps))
+        target = self.settings.target_psnr
+        reached = "" if target is None else (
+            f"; {int(np.sum(steps < self.settings.steps))} stopped at the target "
+            f"{target:g} dB before step {self.settings.steps}")
         lines = [f"# {len(rows)} images fitted" + (f", {len(skipped)} skipped" if skipped else ""),
-                 "", "| PSNR (dB) | mean | min | 5% | median | 95% | max |",
+                 "", f"In groups of up to {self.settings.networks_per_batch} images, "
+                 f"{self.settings.steps} steps at most{reached}.", "",
+                 "| | mean | min | 5% | median | 95% | max |",
                  "|---|---:|---:|---:|---:|---:|---:|",
-                 "| all images | " + " | ".join(f"{v:.2f}" for v in (
-                     stats["psnr"], stats["psnr_min"], *np.percentile(psnrs, [5, 50, 95]),
-                     stats["psnr_max"])) + " |", "", "![PSNR histogram](psnr_histogram.png)", ""]
+                 *(f"| {label} | " + " | ".join(f"{v:.{digits}f}" for v in (
+                     np.mean(values), np.min(values), *np.percentile(values, [5, 50, 95]),
+                     np.max(values))) + " |"
+                   for label, values, digits in (("PSNR (dB)", psnrs, 2), ("steps", steps, 1))),
+                 "", "![PSNR histogram](psnr_histogram.png)", ""]
         if skipped:
             lines += ["## Skipped (could not be read)", "", "| image | reason |", "|---|---|"]
             lines += [f"| {e['image']} | {e['reason']} |" for e in skipped] + [""]
@@ -248,12 +359,14 @@ class ManyImagesTask(Task):
         return {**stats, "skipped": skipped, "images": rows}
 
     def describe(self) -> dict:
+        """The dataset as scanned (the images that could not be read are counted in the
+        metrics); the loop adds ``names``, network i's image for every group."""
         return {
-            "images": len(self.images), "skipped": len(self.skipped),
+            "images": len(self.sizes), "skipped_unreadable_headers": len(self.skipped_in_scan),
             "channels": self.out_features,
-            "sizes": sorted({f"{im.shape[0]}x{im.shape[1]}" for im in self.images}),
-            "padded_points_per_image": int(self.coords.shape[1]),
+            "sizes": sorted({f"{h}x{w}" for h, w in self.sizes.values()}),
+            "padded_points_per_image": self.largest,
+            "groups": self.groups(), "networks_per_batch": self.settings.networks_per_batch,
             "coordinates": "(row, col), each linspace(-1, 1) on the image's own grid",
             "values": "pixel * 2 - 1 (pixels in [0, 1])",
-            "names": [im.name for im in self.images],  # network i of the checkpoint: names[i]
         }
