@@ -390,7 +390,7 @@ class _Run:
         self.model = self.optimizer = None  # the previous group's go before this one's come
         task.start_group(index)
         self.model = task.build_model().to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
+        self.optimizer = task.build_optimizer(self.model)
         self.generator = torch.Generator(device=device).manual_seed(settings.seed
                                                                     + self.context.rank)
         self.step, self.group_seconds, self.group_points = 0, 0.0, 0

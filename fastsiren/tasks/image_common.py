@@ -7,6 +7,7 @@ Both tasks fit pictures on the official grid (``common.pixel_grid``), with value
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .common import (
     sample_image_path,
     save_figure,
 )
+from .learned_start import settings_from_start
 
 __all__ = [
     "ImageSettings", "fitted_pixels", "image_inputs", "image_metrics", "jet_images",
@@ -78,6 +80,19 @@ class ImageSettings(FitSettings):
         None, "stop updating a network once its PSNR on the step's training pixels reaches this "
         "many dB (a group of images ends when all of its networks have); summary.csv gives each "
         "image's steps", positive=True, metavar="DB")
+
+    init: str | None = setting(
+        None, "start every network from the learned initialisation of this `fastsiren fit "
+        "init` run: its learned steps, then Adam at the rate it measured (with --lr: Adam at "
+        "--lr from the start)", metavar="RUN")
+    init_steps: int | None = setting(None, "steps taken with the learned step sizes of --init "
+                                     "(filled in from the run)", low=0, cli=False)
+
+    def resolved(self, device: torch.device) -> ImageSettings:
+        if self.init is not None and self.init_steps is None:
+            self = dataclasses.replace(self, **settings_from_start(self.init, self.lr,
+                                                                   self.width))
+        return super().resolved(device)
 
     def __post_init__(self):
         super().__post_init__()
