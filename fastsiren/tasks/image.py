@@ -51,6 +51,7 @@ from .image_common import (
     write_image_outputs,
 )
 from .image_dataset import dataset_items, is_dataset
+from .learned_start import fit_optimizer, initial_model
 
 __all__ = ["ImageSettings", "ImageTask"]
 
@@ -92,6 +93,14 @@ class ImageTask(Task):
         )
         self._evaluated: tuple | None = None
         check_render_memory(settings, self.shape, channels, self.device)
+
+    def build_model(self) -> nn.Module:
+        if self.settings.init is not None:
+            return initial_model(self.settings, self.model_kwargs())
+        return super().build_model()
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return fit_optimizer(self.settings, model)
 
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         n = self.train_batch["coords"].shape[0]

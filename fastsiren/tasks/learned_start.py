@@ -36,7 +36,8 @@ from .common import psnr_tensor
 
 __all__ = [
     "CURVE_LRS", "CURVE_STEPS", "INIT_TASK", "LearnedStepsThenAdam", "StartRecord",
-    "adapted_values", "held_out_curves", "read_learned_start", "stacked_values", "steps_to",
+    "adapted_values", "fit_optimizer", "held_out_curves", "initial_model", "read_learned_start",
+    "settings_from_start", "stacked_values", "steps_to",
 ]
 
 INIT_TASK = "init"  # the task name of an init run
@@ -185,6 +186,42 @@ def read_learned_start(run: str | Path) -> StartRecord:
     start = LearnedStart(**state["model_kwargs"])
     start.load_state_dict(state["model"])
     return StartRecord(start.eval(), adam_lr, run)
+
+
+# -- the hooks of the image tasks (--init RUN) ----------------------------------------------------
+def settings_from_start(run: str | Path, lr: float | None, width: int | None) -> dict[str, Any]:
+    """What ``--init RUN`` fills in before a fit: ``init_steps``, the steps taken with the learned
+    step sizes (the start's K; none when ``lr`` is given: Adam at ``lr`` from the start), the
+    Adam rate the init run measured best after them (when ``lr`` is None) and the start's width
+    (when ``width`` is None)."""
+    record = read_learned_start(run)
+    changes: dict[str, Any] = {"init_steps": record.start.inner_steps if lr is None else 0}
+    if lr is None:
+        changes["lr"] = record.adam_lr
+    if width is None:
+        changes["width"] = record.architecture["hidden_features"]
+    return changes
+
+
+def initial_model(settings, siren_kwargs: dict[str, Any], n_networks: int | None = None
+                  ) -> Siren | BatchedSiren:
+    """The start of ``settings.init`` as the fit's model: a ``Siren``, or ``n_networks`` copies
+    as one ``BatchedSiren``; an InputError when the fit's network is not the start's."""
+    record = read_learned_start(settings.init)
+    record.check_matches(siren_kwargs)
+    model = record.siren() if n_networks is None else record.batched(n_networks)
+    model.compile_chunks = settings.compile_chunks
+    return model.to(backend=settings.backend)
+
+
+def fit_optimizer(settings, model: Siren | BatchedSiren) -> torch.optim.Optimizer:
+    """Adam at ``settings.lr``; from a learned start (``settings.init``), its
+    ``settings.init_steps`` learned steps first (``LearnedStepsThenAdam``)."""
+    if settings.init is None or not settings.init_steps:
+        return torch.optim.Adam(model.parameters(), lr=settings.lr)
+    start = read_learned_start(settings.init).start
+    return LearnedStepsThenAdam(model.parameters(), _step_sizes(start), settings.init_steps,
+                                settings.lr)
 
 
 # -- held-out curves -----------------------------------------------------------------------------

@@ -71,6 +71,7 @@ from .image_common import (
     write_image_outputs,
 )
 from .image_dataset import ImageItem, read_items, scan_items
+from .learned_start import fit_optimizer, initial_model
 
 __all__ = ["SAVE_IMAGES_UP_TO", "ManyImagesTask", "default_networks_per_batch"]
 
@@ -232,12 +233,17 @@ class ManyImagesTask(Task):
 
     def build_model(self) -> nn.Module:
         kwargs = super().model_kwargs()
+        if self.settings.init is not None:  # every network from the learned start
+            return initial_model(self.settings, kwargs, len(self.images))
         sirens = []
         for _ in self.images:
             torch.manual_seed(self.settings.seed)  # the draw of a single-image fit
             sirens.append(Siren(**kwargs))
         return BatchedSiren.from_sirens(sirens, self.settings.compile_chunks).to(
             backend=self.settings.backend)
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return fit_optimizer(self.settings, model)
 
     # -- training ---------------------------------------------------------------------------
     def sample(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
