@@ -161,7 +161,8 @@ class ManyImagesTask(Task):
         self.group_items = [fitted[start:start + size] for start in range(0, len(fitted), size)]
         self.group: int | None = None
         self.images: list[_Image] = []
-        self.start_group(0)
+        if self.groups() == 1:  # the data is at hand as soon as the task is
+            self.start_group(0)
 
     # -- groups: one batch of networks at a time ------------------------------------------------
     def groups(self) -> int:
