@@ -500,7 +500,7 @@ class _Run:
         with bar, _StopOnSignals(self) as stop:
             for index in range(self.n_groups):
                 if self.grouped:
-                    bar.set_description(f"fit {self.task.name} {index + 1}/{self.n_groups}",
+                    bar.set_description(f"fit {self.task.name} group {index + 1}/{self.n_groups}",
                                         refresh=False)
                 training = self.enter_group(index)
                 done = self.step if training else settings.steps
