@@ -51,7 +51,7 @@ from .image_common import (
     write_image_outputs,
 )
 from .image_dataset import dataset_items, is_dataset
-from .learned_start import fit_optimizer, initial_model
+from .learned_start import check_start, fit_optimizer, initial_model
 
 __all__ = ["ImageSettings", "ImageTask"]
 
@@ -93,6 +93,7 @@ class ImageTask(Task):
         )
         self._evaluated: tuple | None = None
         check_render_memory(settings, self.shape, channels, self.device)
+        check_start(settings, self.model_kwargs())
 
     def build_model(self) -> nn.Module:
         if self.settings.init is not None:

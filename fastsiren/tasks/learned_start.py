@@ -36,13 +36,13 @@ from .common import psnr_tensor
 
 __all__ = [
     "CURVE_LRS", "CURVE_STEPS", "INIT_TASK", "LearnedStepsThenAdam", "StartRecord",
-    "adapted_values", "fit_optimizer", "held_out_curves", "initial_model", "read_learned_start",
-    "settings_from_start", "stacked_values", "steps_to",
+    "adapted_values", "check_start", "fit_optimizer", "held_out_curves", "initial_model",
+    "read_learned_start", "settings_from_start", "stacked_values", "steps_to",
 ]
 
 INIT_TASK = "init"  # the task name of an init run
 # Adam rates tried on the held-out images, from the standard init and after the learned steps.
-CURVE_LRS = (1e-4, 3e-4, 1e-3)
+CURVE_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
 # Steps at which the held-out curves are reported.
 CURVE_STEPS = (1, 2, 3, 5, 10, 20, 50, 100)
 
@@ -70,12 +70,12 @@ def adapted_values(start: LearnedStart, coords: torch.Tensor, target: torch.Tens
     through the K steps."""
     _, _, omegas = start.siren.layer_parameters()
     batch = coords.shape[0]
-    params = [p.unsqueeze(0).expand(batch, *p.shape) for p in start.start_parameters()]
-    if not create_graph:
-        params = [p.detach().requires_grad_() for p in params]
-    step_sizes = start.step_sizes()
     linear = start.siren.outermost_linear
-    with torch.enable_grad():
+    with torch.enable_grad():  # the inner steps need gradients, even under no_grad
+        params = [p.unsqueeze(0).expand(batch, *p.shape) for p in start.start_parameters()]
+        if not create_graph:
+            params = [p.detach().requires_grad_() for p in params]
+        step_sizes = start.step_sizes()
         for _ in range(start.inner_steps):
             values = stacked_values(params, coords, omegas, linear)
             loss = (values - target).square().mean((1, 2)).sum()
@@ -203,6 +203,13 @@ def settings_from_start(run: str | Path, lr: float | None, width: int | None) ->
     return changes
 
 
+def check_start(settings, siren_kwargs: dict[str, Any]) -> None:
+    """With ``settings.init``: an InputError, before any work, when the fit's ``Siren``
+    arguments are not the learned start's."""
+    if settings.init is not None:
+        read_learned_start(settings.init).check_matches(siren_kwargs)
+
+
 def initial_model(settings, siren_kwargs: dict[str, Any], n_networks: int | None = None
                   ) -> Siren | BatchedSiren:
     """The start of ``settings.init`` as the fit's model: a ``Siren``, or ``n_networks`` copies
@@ -220,8 +227,8 @@ def fit_optimizer(settings, model: Siren | BatchedSiren) -> torch.optim.Optimize
     if settings.init is None or not settings.init_steps:
         return torch.optim.Adam(model.parameters(), lr=settings.lr)
     start = read_learned_start(settings.init).start
-    return LearnedStepsThenAdam(model.parameters(), _step_sizes(start), settings.init_steps,
-                                settings.lr)
+    return LearnedStepsThenAdam(_weights_then_biases(model), _step_sizes(start),
+                                settings.init_steps, settings.lr)
 
 
 # -- held-out curves -----------------------------------------------------------------------------
@@ -270,7 +277,7 @@ def held_out_curves(start: LearnedStart, coords: torch.Tensor, target: torch.Ten
             record)
         learned = BatchedSiren.from_sirens([_copy(start)] * batch).to(coords.device,
                                                                       backend=backend)
-        optimizer = LearnedStepsThenAdam(learned.parameters(), _step_sizes(start),
+        optimizer = LearnedStepsThenAdam(_weights_then_biases(learned), _step_sizes(start),
                                          start.inner_steps, lr)
         curves["learned"][lr] = _fit_curve(learned, optimizer, coords, target, steps, record)
     for kind in ("standard", "learned"):
@@ -296,6 +303,13 @@ def _copy(start: LearnedStart) -> Siren:
 
 
 def _step_sizes(start: LearnedStart) -> list[torch.Tensor]:
-    """The step sizes in ``BatchedSiren.parameters()`` order (weights.0, weights.1, ...,
-    biases.0, ...: the same order as ``start_parameters``)."""
     return [s.detach() for s in start.step_sizes()]
+
+
+def _weights_then_biases(model: Siren | BatchedSiren) -> list[torch.Tensor]:
+    """The parameters of a fit in the order of ``LearnedStart.start_parameters`` (and of its
+    step sizes): every layer's weights, then every layer's biases."""
+    if isinstance(model, BatchedSiren):
+        return [*model.weights, *model.biases]
+    weights, biases, _ = model.layer_parameters()
+    return weights + biases

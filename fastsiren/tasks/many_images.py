@@ -71,7 +71,7 @@ from .image_common import (
     write_image_outputs,
 )
 from .image_dataset import ImageItem, read_items, scan_items
-from .learned_start import fit_optimizer, initial_model
+from .learned_start import check_start, fit_optimizer, initial_model
 
 __all__ = ["SAVE_IMAGES_UP_TO", "ManyImagesTask", "default_networks_per_batch"]
 
@@ -152,6 +152,7 @@ class ManyImagesTask(Task):
         self.sizes = {item: shape[:2] for item, shape in scanned}
         self.in_features = 2
         self.out_features = max(shape[2] for _, shape in scanned)
+        check_start(settings, super().model_kwargs())  # before any work
         self.largest = max(h * w for h, w in self.sizes.values())
         if settings.networks_per_batch is None:
             settings.networks_per_batch = default_networks_per_batch(
