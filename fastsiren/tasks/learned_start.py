@@ -233,26 +233,27 @@ def fit_optimizer(settings, model: Siren | BatchedSiren) -> torch.optim.Optimize
 
 # -- held-out curves -----------------------------------------------------------------------------
 def _fit_curve(model: BatchedSiren, optimizer: torch.optim.Optimizer, coords: torch.Tensor,
-               target: torch.Tensor, steps: int, record: tuple[int, ...]) -> dict[int, float]:
-    """Fit every network of ``model`` to its image for ``steps`` steps; the images' mean PSNR
-    (on [0, 1], values clipped) before the first step and after each step in ``record``."""
+               target: torch.Tensor, steps: int) -> dict[int, float]:
+    """Fit every network of ``model`` to its image for ``steps`` steps; {k: the images' mean
+    PSNR after k steps} for k = 0 ... steps (on [0, 1], values clipped; the PSNR after k steps
+    is read from the forward of step k + 1, so the curve costs one extra forward)."""
 
-    def mean_psnr() -> float:
-        with torch.no_grad():
-            value = model.jet(coords, order=0).value.clamp(-1, 1)
-            return float(psnr_tensor((value - target).square().mean((1, 2)), peak=2.0).mean())
+    def mean_psnr(value: torch.Tensor) -> float:
+        error = (value.detach().clamp(-1, 1) - target).square().mean((1, 2))
+        return float(psnr_tensor(error, peak=2.0).mean())
 
-    curve = {0: mean_psnr()}
-    for step in range(1, steps + 1):
+    curve = {}
+    for step in range(steps):
         value = model.jet(coords, order=0).value
+        curve[step] = mean_psnr(value)
+        if not math.isfinite(curve[step]):
+            return curve
         loss = (value - target).square().mean((1, 2)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step in record:
-            curve[step] = mean_psnr()
-            if not math.isfinite(curve[step]):
-                break
+    with torch.no_grad():
+        curve[steps] = mean_psnr(model.jet(coords, order=0).value)
     return curve
 
 
@@ -262,9 +263,9 @@ def held_out_curves(start: LearnedStart, coords: torch.Tensor, target: torch.Ten
     """Held-out PSNR against fit steps, learned start against the standard SIREN init, each at
     every Adam rate of ``lrs`` (the learned one after its learned steps), on the engine's
     batched path. Returns {"standard": {lr: curve}, "learned": {lr: curve}, "best_standard_lr",
-    "best_learned_lr"}, a curve being {step: mean PSNR} at ``CURVE_STEPS`` up to ``steps``; the
-    best rate is the one with the highest mean of its curve over those steps."""
-    record = tuple(s for s in CURVE_STEPS if s <= steps) or (steps,)
+    "best_learned_lr"}, a curve being {k: mean PSNR after k steps} for k = 0 ... ``steps``; the
+    best rate is the one with the highest mean of its curve at ``CURVE_STEPS`` (the steps on a
+    log scale, so that early and late steps count alike)."""
     batch = coords.shape[0]
     kwargs = start.kwargs
     curves: dict[str, Any] = {"standard": {}, "learned": {}}
@@ -273,16 +274,15 @@ def held_out_curves(start: LearnedStart, coords: torch.Tensor, target: torch.Ten
         standard = BatchedSiren.from_sirens([Siren(**kwargs)] * batch).to(
             coords.device, backend=backend)
         curves["standard"][lr] = _fit_curve(
-            standard, torch.optim.Adam(standard.parameters(), lr=lr), coords, target, steps,
-            record)
+            standard, torch.optim.Adam(standard.parameters(), lr=lr), coords, target, steps)
         learned = BatchedSiren.from_sirens([_copy(start)] * batch).to(coords.device,
                                                                       backend=backend)
         optimizer = LearnedStepsThenAdam(_weights_then_biases(learned), _step_sizes(start),
                                          start.inner_steps, lr)
-        curves["learned"][lr] = _fit_curve(learned, optimizer, coords, target, steps, record)
+        curves["learned"][lr] = _fit_curve(learned, optimizer, coords, target, steps)
     for kind in ("standard", "learned"):
         curves[f"best_{kind}_lr"] = max(
-            lrs, key=lambda lr, kind=kind: _curve_score(curves[kind][lr]))
+            lrs, key=lambda lr, kind=kind: _curve_score(curves[kind][lr], steps))
     return curves
 
 
@@ -291,8 +291,8 @@ def steps_to(curve: dict[int, float], target_db: float) -> int | None:
     return next((step for step, db in sorted(curve.items()) if db >= target_db), None)
 
 
-def _curve_score(curve: dict[int, float]) -> float:
-    values = [db for step, db in curve.items() if step > 0]
+def _curve_score(curve: dict[int, float], steps: int) -> float:
+    values = [curve.get(step, -math.inf) for step in CURVE_STEPS if step <= steps]
     return sum(values) / len(values) if values and all(map(math.isfinite, values)) else -math.inf
 
 

@@ -170,7 +170,7 @@ class InitTask(Task):
                 steps = [s for s in curve if s > 0]
                 label = f"{kind} init, Adam {lr:g}" + (
                     f" after {model.inner_steps} learned steps" if kind == "learned" else "")
-                ax.plot(steps, [curve[s] for s in steps], style, marker=".",
+                ax.plot(steps, [curve[s] for s in steps], style,
                         alpha=1.0 if lr == best else 0.3, label=label)
         ax.axhline(TARGET_DB, color="grey", lw=0.5)
         ax.set_xscale("log")
