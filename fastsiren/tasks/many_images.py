@@ -175,6 +175,7 @@ class ManyImagesTask(Task):
         if index == self.group:
             return
         self.images, self._evaluated, self.all_points = [], None, {}
+        self.coords = self.target = self.weight = None
         self.group = index
         settings, channels = self.settings, self.out_features
         items = self.group_items[index]
