@@ -46,6 +46,8 @@ def run(stack: Path, out: Path, group: int, args) -> dict:
                "--steps", str(args.steps), "--width", str(args.width), "--depth",
                str(args.depth), "--lr", str(args.lr), "--networks-per-batch", str(group),
                "--no-save-images", "--device", "cpu", "--quiet"]
+    if args.target_psnr is not None:
+        command += ["--target-psnr", str(args.target_psnr)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     load_before = load_average()
     start = time.perf_counter()
@@ -62,6 +64,7 @@ def run(stack: Path, out: Path, group: int, args) -> dict:
         "images_per_second_end_to_end": metrics["metrics"]["n_images"] / wall,
         "train_seconds": metrics["train_seconds"], "process_seconds": wall,
         "psnr_mean": metrics["metrics"]["psnr"], "psnr_min": metrics["metrics"]["psnr_min"],
+        "steps_mean": metrics["metrics"]["steps_mean"],
         "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: kilobytes
         "weights_file_mib": (out / "checkpoint.pt").stat().st_size / 2**20,
         "load_average_before": load_before, "load_average_after": load_average(),
@@ -79,9 +82,16 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-psnr", type=float, help="stop each network at this PSNR")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--render", type=Path, nargs="+", metavar="JSON",
+                        help="only write --markdown from these records")
     args = parser.parse_args()
+    if args.render:
+        records = [json.loads(path.read_text()) for path in args.render]
+        args.markdown.write_text(markdown(records))
+        return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         stack = Path(folder) / f"crops-{args.size}px.npy"
@@ -93,29 +103,39 @@ def main() -> None:
     record = {
         "what": f"{args.images} crops of {args.size} px from the built-in photograph, fitted "
                 f"in groups; 2->{args.width}x{args.depth}->1, {args.steps} steps, Adam lr "
-                f"{args.lr}, one torch thread per fit",
+                f"{args.lr}, one torch thread per fit" + (
+                    "" if args.target_psnr is None
+                    else f", each network stopped at {args.target_psnr:g} dB"),
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "torch": __import__("torch").__version__,
                     "fastsiren": fs.__version__},
-        "settings": vars(args) | {"json": None, "markdown": None},
+        "settings": vars(args) | {"json": None, "markdown": None, "render": None},
         "rows": rows,
     }
     if args.json:
         args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
     if args.markdown:
-        lines = [f"# Streaming a dataset in groups: {record['what']}", "",
-                 "| images per group | groups | images/s (training) | images/s (end to end) "
-                 "| mean PSNR (dB) | peak RSS (MiB) | load average before / after |",
-                 "|---:|---:|---:|---:|---:|---:|---|"]
-        for r in rows:
+        args.markdown.write_text(markdown([record]))
+
+
+def markdown(records: list[dict]) -> str:
+    """One table per record: a row per group size, with the machine's load average."""
+    lines = []
+    for record in records:
+        lines += [f"## {record['what']}", "",
+                  "| images per group | groups | images/s (training) | images/s (end to end) "
+                  "| mean PSNR (dB) | mean steps | peak RSS (MiB) | load average before / after |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in record["rows"]:
+            steps = r.get("steps_mean", record["settings"]["steps"])
             lines.append(
                 f"| {r['networks_per_batch']} | {r['groups']} | "
-                f"{r['images_per_second_training']:.1f} | "
-                f"{r['images_per_second_end_to_end']:.1f} | {r['psnr_mean']:.2f} | "
-                f"{r['peak_rss_mib']:.0f} | {r['load_average_before'][0]:.2f} / "
+                f"{r['images_per_second_training']:.2f} | "
+                f"{r['images_per_second_end_to_end']:.2f} | {r['psnr_mean']:.2f} | "
+                f"{steps:.1f} | {r['peak_rss_mib']:.0f} | {r['load_average_before'][0]:.2f} / "
                 f"{r['load_average_after'][0]:.2f} |")
-        args.markdown.write_text("\n".join(lines) + "\n")
-
+        lines.append("")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

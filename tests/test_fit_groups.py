@@ -275,11 +275,11 @@ def test_a_folder_of_the_samples_skips_the_video_clip(tmp_path):
 def test_the_group_size_comes_from_the_memory_unless_given(stack, tmp_path, monkeypatch):
     monkeypatch.setattr(many_images, "available_memory", lambda device: 400_000)
     # A quarter of 400,000 bytes for networks 2->8->3 on 42 pixels of 3 channels: per pixel
-    # 3 + 3 + 12 + 4 * 8 * 2 = 82 values, 123 parameters held 4 times: 15,744 bytes each, 6 fit.
-    assert many_images.default_networks_per_batch(42, 3, 8, 1, torch.device("cpu")) == 6
+    # 3 + 3 + 12 + 6 * 8 * 2 = 114 values, 123 parameters held 4 times: 21,120 bytes each, 4 fit.
+    assert many_images.default_networks_per_batch(42, 3, 8, 1, torch.device("cpu")) == 4
     result = fs.fit("image", stack, out=tmp_path / "auto", steps=1, **TINY)
     saved = json.loads((tmp_path / "auto" / "settings.json").read_text())
-    assert saved["networks_per_batch"] == 6  # saved: a resumed run groups its images alike
+    assert saved["networks_per_batch"] == 4  # saved: a resumed run groups its images alike
     assert result.metrics["data"]["groups"] == 2
     given = fs.fit("image", stack, out=tmp_path / "given", steps=1, networks_per_batch=3,
                    **TINY)

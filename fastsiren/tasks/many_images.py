@@ -91,12 +91,14 @@ def default_networks_per_batch(points: int, channels: int, width: int, depth: in
     ``MEMORY_FRACTION`` of the free memory of ``device``.
 
     Bytes per network, float32: per pixel its coordinates, target and weight (3 + C), the
-    order-2 jet its evaluation keeps (4C), the activations training keeps for the backward (about
-    4 values per hidden feature and layer: pre-activation, sine, cosine, their cotangent), and
-    the parameters with their gradient and Adam's two moments (4 copies).
+    order-2 jet its evaluation keeps (4C), the activations training keeps for the backward and
+    their cotangents (about 6 values per hidden feature and layer), and the parameters with their
+    gradient and Adam's two moments (4 copies). Measured: 1.59 MiB per network of 2->64x3->1 on
+    16x16 pixels (peak RSS of 2048 networks in one group against groups of 256,
+    bench/fit_results/stream-cpu-16px.json); this estimate gives 1.64 MiB.
     """
     params = 3 * width + depth * (width + 1) * width + (width + 1) * channels
-    per_point = 3 + channels + 4 * channels + 4 * width * (depth + 1)
+    per_point = 3 + channels + 4 * channels + 6 * width * (depth + 1)
     per_network = 4 * (points * per_point + 4 * params)
     free = available_memory(device)
     if free is None:
