@@ -284,3 +284,19 @@ def test_the_group_size_comes_from_the_memory_unless_given(stack, tmp_path, monk
     given = fs.fit("image", stack, out=tmp_path / "given", steps=1, networks_per_batch=3,
                    **TINY)
     assert given.metrics["data"]["groups"] == 3
+
+
+def test_a_single_image_fit_ends_at_the_target(tmp_path):
+    path = tmp_path / "one.png"
+    Image.fromarray(smooth_image(8, 9, 1, seed=3)).save(path)
+    common = {k: v for k, v in TINY.items() if k != "save_images"}
+    stopped = fs.fit("image", path, out=tmp_path / "target", steps=200, target_psnr=30.0,
+                     **common)
+    steps = stopped.metrics["steps"]
+    assert 0 < steps < 200
+    log = [json.loads(line) for line in (tmp_path / "target" / "log.jsonl").read_text()
+           .splitlines()]
+    assert log[-1]["psnr"] < 30.0  # the last logged step was still below the target
+    plain = fs.fit("image", path, out=tmp_path / "plain", steps=steps, **common)
+    for name, value in plain.model.state_dict().items():
+        assert torch.equal(stopped.model.state_dict()[name], value), name
