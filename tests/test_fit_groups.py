@@ -300,3 +300,16 @@ def test_a_single_image_fit_ends_at_the_target(tmp_path):
     plain = fs.fit("image", path, out=tmp_path / "plain", steps=steps, **common)
     for name, value in plain.model.state_dict().items():
         assert torch.equal(stopped.model.state_dict()[name], value), name
+
+
+def test_a_finished_run_in_groups_continues_to_more_steps(stack, tmp_path):
+    # Each group's checkpoint keeps its Adam state: --resume with more --steps continues every
+    # group where it ended, as one longer run would have.
+    straight = fs.fit("image", stack, out=tmp_path / "straight", steps=6, networks_per_batch=3,
+                      **TINY)
+    fs.fit("image", stack, out=tmp_path / "short", steps=3, networks_per_batch=3, **TINY)
+    longer = fs.fit("image", out=tmp_path / "short", resume=True, steps=6, progress=False)
+    assert load_checkpoint(tmp_path / "short")["step"] == 6
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(longer.model.state_dict()[name], value), name
+    assert _rows(tmp_path / "short") == _rows(tmp_path / "straight")
