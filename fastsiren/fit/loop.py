@@ -784,6 +784,7 @@ class _StopOnSignals:
             return
         run = self.run
         kept = (f"the checkpoint of step {run.saved_step} is kept" if run.saved_step is not None
+                else "the finished groups' checkpoints are kept" if run.checkpointed
                 else "no checkpoint was written")
         raise FitInterrupted(f"second {signal.Signals(signum).name} at step {run.step}: stopped "
                              f"at once; {kept}", signum)
