@@ -95,7 +95,7 @@ def default_networks_per_batch(points: int, channels: int, width: int, depth: in
     their cotangents (about 6 values per hidden feature and layer), and the parameters with their
     gradient and Adam's two moments (4 copies). Measured: 1.59 MiB per network of 2->64x3->1 on
     16x16 pixels (peak RSS of 2048 networks in one group against groups of 256,
-    bench/fit_results/stream-cpu-16px.json); this estimate gives 1.64 MiB.
+    bench/fit_results/stream-cpu-16px.json); this estimate gives 1.70 MiB.
     """
     params = 3 * width + depth * (width + 1) * width + (width + 1) * channels
     per_point = 3 + channels + 4 * channels + 6 * width * (depth + 1)
