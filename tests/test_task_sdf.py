@@ -18,6 +18,7 @@ from fastsiren.cli import main  # noqa: E402
 from fastsiren.mesh_metrics import mesh_metrics  # noqa: E402
 from fastsiren.tasks.base import FitContext  # noqa: E402
 from fastsiren.tasks.sdf import (  # noqa: E402
+    LOSS_PRESETS,
     SPHERE_INIT_RADIUS,
     SdfSettings,
     SdfTask,
@@ -197,6 +198,11 @@ def test_presets_and_the_sphere_start():
     cpu = torch.device("cpu")
     official = SdfTask.create(SdfSettings(width=16, depth=1, loss="official").resolved(cpu), CPU)
     assert official.sphere_init_steps == 0 and official.laplacian == 0
+    # the preset fills what is unset, into the settings the run records; yours win
+    assert SdfSettings().resolved(cpu).laplacian_weight == \
+        LOSS_PRESETS["regularized"]["laplacian_weight"]
+    assert SdfSettings(laplacian_weight=0.0).resolved(cpu).laplacian_weight == 0.0
+    assert SdfSettings(loss="official", sphere_init_steps=7).resolved(cpu).sphere_init_steps == 7
     assert "laplacian_weight" not in official.sample(0, torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     plain = official.build_model()

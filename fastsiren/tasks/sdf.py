@@ -85,6 +85,7 @@ map between input and network coordinates, read by ``fastsiren mesh``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ __all__ = [
 SDF_LOSS_WEIGHTS = {"sdf": 3e3, "inter": 1e2, "normal": 1e2, "grad": 5e1}
 OFF_SURFACE_ALPHA = 1e2
 # What each --loss sets when its options are not given (module docstring; measured in
-# bench/fit_results/sdf.md).
+# bench/fit_results/sdf-shapes-cpu.md).
 LOSS_PRESETS = {
     "official": {"sphere_init_steps": 0, "laplacian_weight": 0.0},
     "regularized": {"sphere_init_steps": 300, "laplacian_weight": 1e2},
@@ -254,6 +255,17 @@ class SdfSettings(FitSettings):
         positive=True)
 
 
+    def resolved(self, device: torch.device) -> SdfSettings:
+        """The device defaults, then the ``--loss`` preset for every option left unset (so
+        that settings.json records the values the run used)."""
+        settings = super().resolved(device)
+        preset = LOSS_PRESETS.get(settings.loss)
+        if preset is None:  # validate() names the choices
+            return settings
+        return dataclasses.replace(settings, **{
+            name: value for name, value in preset.items() if getattr(settings, name) is None})
+
+
 class SdfTask(ShapeOutputs, Task):
     name = "sdf"
     settings_class = SdfSettings
@@ -277,11 +289,8 @@ class SdfTask(ShapeOutputs, Task):
                 self.reference_mesh = read_mesh(path)
             except InputError:  # a PLY point cloud: no faces
                 pass
-        preset = LOSS_PRESETS[settings.loss]
-        self.sphere_init_steps = preset["sphere_init_steps"] if settings.sphere_init_steps is None \
-            else settings.sphere_init_steps
-        self.laplacian = preset["laplacian_weight"] if settings.laplacian_weight is None \
-            else settings.laplacian_weight
+        self.sphere_init_steps = settings.sphere_init_steps
+        self.laplacian = settings.laplacian_weight
         self.normalization = Normalization.fit(self.cloud.points)
         self.in_features, self.out_features = 3, 1
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
