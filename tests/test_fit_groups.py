@@ -313,3 +313,26 @@ def test_a_finished_run_in_groups_continues_to_more_steps(stack, tmp_path):
     for name, value in straight.model.state_dict().items():
         assert torch.equal(longer.model.state_dict()[name], value), name
     assert _rows(tmp_path / "short") == _rows(tmp_path / "straight")
+
+
+def test_a_group_of_unreadable_images_is_skipped_not_fatal(tmp_path):
+    # One image per group, one of them broken past its header: its group has nothing to fit,
+    # the run goes on, and network i is still the i-th image that could be read.
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(smooth_image(6, 7, 1, seed=i)).save(folder / f"{i}.png")
+    whole = (folder / "2.png").read_bytes()
+    (folder / "2.png").write_bytes(whole[:len(whole) // 2])
+    with pytest.warns(UserWarning, match="skipped 1 of 1 images"):
+        result = fs.fit("image", folder, out=tmp_path / "run", steps=2, networks_per_batch=1,
+                        **TINY)
+    metrics = result.metrics["metrics"]
+    assert [s["image"] for s in metrics["skipped"]] == ["2.png"]
+    names = ["0.png", "1.png", "3.png"]
+    assert result.metrics["data"]["names"] == names == load_checkpoint(tmp_path / "run")["names"]
+    assert fs.load_model(tmp_path / "run").n_networks == 3
+    assert not (tmp_path / "run" / "groups" / "group-00002.pt").exists()
+    with pytest.warns(UserWarning, match="skipped 1 of 1 images"):  # read again: no checkpoint
+        resumed = fs.fit("image", out=tmp_path / "run", resume=True, progress=False)
+    assert resumed.metrics["data"]["names"] == names

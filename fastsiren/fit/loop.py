@@ -376,8 +376,8 @@ class _Run:
     def enter_group(self, index: int) -> bool:
         """Make group ``index`` current: its data read, a model and Adam built, and its
         checkpoint restored when the run resumes and one was written. False, with nothing read,
-        for a group that a resumed run in groups had finished: its results come from its
-        checkpoint."""
+        for a group that a resumed run in groups had finished (its results come from its
+        checkpoint), and for a group none of whose signals could be read (nothing to fit)."""
         self.group = index
         saved = self.saved_group()
         if saved is not None and self.grouped and "result" in saved and (
@@ -389,6 +389,10 @@ class _Run:
         task, settings, device = self.task, self.settings, self.context.device
         self.model = self.optimizer = None  # the previous group's go before this one's come
         task.start_group(index)
+        if task.n_signals == 0:  # none of the group's signals could be read: nothing to fit
+            self.results.append({"metrics": task.evaluate(None), "names": [], "outputs": [],
+                                 "signals": 0})
+            return False
         self.model = task.build_model().to(device)
         self.optimizer = task.build_optimizer(self.model)
         self.generator = torch.Generator(device=device).manual_seed(settings.seed
@@ -657,8 +661,13 @@ class _Run:
         names (Adam's state stays in each group's checkpoint). Returns that model. Holds every
         group's weights at once, never their Adam state or data."""
         counts = [r["signals"] for r in self.results]
+        if not any(counts):
+            raise InputError(f"{self.task.name}: none of the signals could be read, nothing "
+                             "was fitted")
         stacked: dict[str, torch.Tensor] = {}
         for index, count in enumerate(counts):
+            if count == 0:  # an empty group has no checkpoint
+                continue
             state = load_checkpoint(self.write_dir / _group_checkpoint_name(
                 index, self.context.rank))
             start = sum(counts[:index])

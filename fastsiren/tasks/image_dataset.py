@@ -135,21 +135,23 @@ def scan_items(items: list[ImageItem], max_size: int | None
     return _each_or_skip(items, lambda item: item.shape(max_size))
 
 
-def read_items(items: list[ImageItem], max_size: int | None
+def read_items(items: list[ImageItem], max_size: int | None, none_is_error: bool = True
                ) -> tuple[list[tuple[ImageItem, np.ndarray]], list[tuple[ImageItem, str]]]:
     """(item, pixels) for every readable item, and (item, reason) for each one skipped (warned
-    about once). An InputError when none is readable."""
-    return _each_or_skip(items, lambda item: item.read(max_size))
+    about once). An InputError when none is readable, unless not ``none_is_error`` (one group
+    of a larger dataset)."""
+    return _each_or_skip(items, lambda item: item.read(max_size), none_is_error)
 
 
-def _each_or_skip(items: list[ImageItem], read) -> tuple[list, list[tuple[ImageItem, str]]]:
+def _each_or_skip(items: list[ImageItem], read, none_is_error: bool = True
+                  ) -> tuple[list, list[tuple[ImageItem, str]]]:
     done, skipped = [], []
     for item in items:
         try:
             done.append((item, read(item)))
         except InputError as exc:
             skipped.append((item, str(exc)))
-    if not done:
+    if not done and none_is_error:
         raise InputError(f"none of the {len(items)} images could be read; the first: "
                          f"{skipped[0][1]}")
     if skipped:

@@ -57,7 +57,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..jet import Jet
 from ..mesh import available_memory
 from ..modules import BatchedSiren, Siren
@@ -180,18 +179,16 @@ class ManyImagesTask(Task):
         self.coords = self.target = self.weight = None
         self.group = index
         settings, channels = self.settings, self.out_features
-        items = self.group_items[index]
-        try:
-            read, skipped = read_items(items, settings.max_size)
-        except InputError as exc:
-            raise InputError(f"images {self.names[items[0]]} to {self.names[items[-1]]} (group "
-                             f"{index + 1} of {self.groups()}): {exc}") from None
+        # One group of several may turn out empty (its files' pixels all broken): the loop
+        # fits nothing there and the summary lists them.
+        read, skipped = read_items(self.group_items[index], settings.max_size,
+                                   none_is_error=self.groups() == 1)
         self.skipped = (self.skipped_in_scan if index == 0 else []) + [
             {"image": self.names[item], "reason": reason} for item, reason in skipped]
         self.images = [_Image(item, self.names[item], np.repeat(pixels, channels, 2)
                               if pixels.shape[2] < channels else pixels, settings, self.device)
                        for item, pixels in read]
-        n_max = max(im.n_points for im in self.images)
+        n_max = max((im.n_points for im in self.images), default=0)
         batch = len(self.images)
         self.coords = torch.zeros(batch, n_max, 2, device=self.device)
         self.target = torch.zeros(batch, n_max, channels, device=self.device)
@@ -284,7 +281,9 @@ class ManyImagesTask(Task):
             self._evaluated = evaluate_on_grid(model, self.coords, order=2)
         return self._evaluated
 
-    def evaluate(self, model: nn.Module) -> dict:
+    def evaluate(self, model: nn.Module | None) -> dict:
+        if not self.images:  # a group none of whose images could be read
+            return {"images": [], "skipped": self.skipped}
         self._evaluated = None
         value = self.reconstruct(model).value
         steps = torch.where(self.stopped, self.stop_step, self.settings.steps).tolist()
