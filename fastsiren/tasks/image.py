@@ -67,7 +67,8 @@ class ImageTask(Task):
     example = ("fastsiren fit image photo.png --steps 2000 --out runs/photo\n"
                "  fastsiren fit image --keep-fraction 0.25 --render-size 512x512   "
                "# inpainting, super-resolution\n"
-               "  fastsiren fit image photos/ --out runs/photos     # a folder: all at once")
+               "  fastsiren fit image photos/ --out runs/photos     # a network per image\n"
+               "  fastsiren fit image crops.npy --networks-per-batch 256 --target-psnr 35")
 
     @classmethod
     def create(cls, settings: ImageSettings, context: FitContext) -> Task:
