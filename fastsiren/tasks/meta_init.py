@@ -52,8 +52,9 @@ TARGET_DB = 30.0
 class InitSettings(FitSettings):
     """Meta-learn a starting network and step sizes for a dataset of images of one kind."""
 
-    # CPU: 600 meta-steps of 8 images at 32 px take a few minutes on two cores (measured in
-    # bench/fit_results/learned-init.md); width 64 on the CPU, so that fits from it stay cheap.
+    # CPU: 600 meta-steps of 8 images of 32 px, about 5 minutes on two cores at a load average
+    # of 2.5 (0.45 s a step; bench/fit_results/learned-init.md); width 64, so that the fits
+    # from the start stay cheap.
     steps: int | None = setting(None, "meta-training steps (each on meta_batch images)",
                                 positive=True, cpu=600, cuda=5000)
     lr: float = setting(1e-4, "Adam rate of the starting network's weights", positive=True)
