@@ -55,6 +55,7 @@ TINY = {
                  "--metric-samples 500",
     "helmholtz": "--width 16 --points 256 --source-points 16 --near-points 16 --eval-size 24",
     "wave": "--width 16 --points 256 --source-points 16 --frames 2 --eval-size 16",
+    "init": "--width 16 --held-out 2 --meta-batch 2 --curve-steps 2",
     "hypernet": "--width 8 --hyper-width 16 --latent-dim 8 --batch-size 2 --resolution 12 "
                 "--context-min 2 --context-max 50",
 }
