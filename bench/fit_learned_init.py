@@ -39,9 +39,8 @@ import fastsiren as fs
 from fastsiren.benchmark import machine_info
 from fastsiren.io.image import read_image
 from fastsiren.tasks.common import data_file, pyplot, sample_image_path, save_figure
-from fastsiren.tasks.learned_start import steps_to
+from fastsiren.tasks.learned_start import TARGET_DB, best_rate, steps_to
 
-TARGET_DB = 30.0
 TABLE_STEPS = (1, 3, 5, 10, 20, 50, 100)
 
 
@@ -97,14 +96,10 @@ def run(args) -> dict:
 
 
 def fastest_rate(rec: dict, kind: str) -> str:
-    """The Adam rate at which ``kind`` reaches 30 dB first (ties: the higher mean PSNR over
-    ``TABLE_STEPS``): the best rate for the goal measured here."""
-    def key(lr):
-        reach = rec["steps_to_30db"][kind][lr]
-        curve = rec["curves"][kind][lr]
-        mean = sum(curve.get(str(s), -1e9) for s in TABLE_STEPS) / len(TABLE_STEPS)
-        return (reach if reach is not None else 10**9, -mean)
-    return min(rec["curves"][kind], key=key)
+    """The Adam rate at which ``kind`` reaches 30 dB first (``learned_start.best_rate``)."""
+    curves = {lr: {int(k): v for k, v in curve.items()}
+              for lr, curve in rec["curves"][kind].items()}
+    return best_rate(curves, rec["settings"]["curve_steps"], TARGET_DB)
 
 
 def report(paths: list[Path], markdown: Path | None, plot: Path | None) -> None:

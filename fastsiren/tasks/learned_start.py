@@ -35,14 +35,16 @@ from ..modules import BatchedSiren, LearnedStart, Siren
 from .common import psnr_tensor
 
 __all__ = [
-    "CURVE_LRS", "CURVE_STEPS", "INIT_TASK", "LearnedStepsThenAdam", "StartRecord",
-    "adapted_values", "check_start", "fit_optimizer", "held_out_curves", "initial_model",
-    "read_learned_start", "settings_from_start", "stacked_values", "steps_to",
+    "CURVE_LRS", "CURVE_STEPS", "INIT_TASK", "LearnedStepsThenAdam", "StartRecord", "TARGET_DB",
+    "adapted_values", "best_rate", "check_start", "fit_optimizer", "held_out_curves",
+    "initial_model", "read_learned_start", "settings_from_start", "stacked_values", "steps_to",
 ]
 
 INIT_TASK = "init"  # the task name of an init run
 # Adam rates tried on the held-out images, from the standard init and after the learned steps.
 CURVE_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+# The PSNR (dB) whose first step ranks the Adam rates of the held-out curves.
+TARGET_DB = 30.0
 # Steps at which the held-out curves are reported.
 CURVE_STEPS = (1, 2, 3, 5, 10, 20, 50, 100)
 
@@ -264,8 +266,7 @@ def held_out_curves(start: LearnedStart, coords: torch.Tensor, target: torch.Ten
     every Adam rate of ``lrs`` (the learned one after its learned steps), on the engine's
     batched path. Returns {"standard": {lr: curve}, "learned": {lr: curve}, "best_standard_lr",
     "best_learned_lr"}, a curve being {k: mean PSNR after k steps} for k = 0 ... ``steps``; the
-    best rate is the one with the highest mean of its curve at ``CURVE_STEPS`` (the steps on a
-    log scale, so that early and late steps count alike)."""
+    best rate is the one that reaches ``TARGET_DB`` first (``best_rate``)."""
     batch = coords.shape[0]
     kwargs = start.kwargs
     curves: dict[str, Any] = {"standard": {}, "learned": {}}
@@ -281,9 +282,18 @@ def held_out_curves(start: LearnedStart, coords: torch.Tensor, target: torch.Ten
                                          start.inner_steps, lr)
         curves["learned"][lr] = _fit_curve(learned, optimizer, coords, target, steps)
     for kind in ("standard", "learned"):
-        curves[f"best_{kind}_lr"] = max(
-            lrs, key=lambda lr, kind=kind: _curve_score(curves[kind][lr], steps))
+        curves[f"best_{kind}_lr"] = best_rate(curves[kind], steps)
     return curves
+
+
+def best_rate(curves: dict, steps: int, target_db: float = TARGET_DB):
+    """The key (rate) of ``curves`` ({rate: {k: PSNR after k steps}}) whose curve reaches
+    ``target_db`` first; among ties, or when none reaches it, the one with the highest mean PSNR
+    at ``CURVE_STEPS`` up to ``steps`` (a diverged curve ranks last)."""
+    def rank(rate):
+        reach = steps_to(curves[rate], target_db)
+        return (math.inf if reach is None else reach, -_curve_score(curves[rate], steps))
+    return min(curves, key=rank)
 
 
 def steps_to(curve: dict[int, float], target_db: float) -> int | None:

@@ -21,8 +21,9 @@ on the network itself: the K inner steps are part of its forward, on a plain-tor
 A fit from the start (``fit image DATA --init RUN``) takes the K learned steps, then continues
 with Adam. At the end the run fits its held-out images from the learned start and from the
 standard SIREN init, each at every Adam rate of ``CURVE_LRS``, and reports the PSNR after 1 ...
-100 steps (``held_out_curve.png``, metrics.json): ``adam_lr``, the rate best after the learned
-steps, is the one ``--init`` uses unless ``--lr`` is given.
+100 steps (``held_out_curve.png``, metrics.json): ``adam_lr``, the rate after the learned steps
+that reaches 30 dB first (``learned_start.best_rate``), is the one ``--init`` uses unless
+``--lr`` is given.
 """
 
 from __future__ import annotations
@@ -40,12 +41,9 @@ from ..modules import LearnedStart
 from .base import FitContext, FitSettings, Task, setting
 from .common import pixel_grid, psnr_tensor, pyplot, save_figure
 from .image_dataset import dataset_items, read_items
-from .learned_start import INIT_TASK, adapted_values, held_out_curves, steps_to
+from .learned_start import INIT_TASK, TARGET_DB, adapted_values, held_out_curves, steps_to
 
 __all__ = ["InitSettings", "InitTask"]
-
-# The PSNR the held-out report counts steps to.
-TARGET_DB = 30.0
 
 
 @dataclass
