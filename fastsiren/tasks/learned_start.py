@@ -16,7 +16,7 @@ learned start is only weights, so the fits that use it run on the engine's batch
 
 ``read_learned_start`` reads an init run back, with its Adam rate after the K steps: the rate of
 ``CURVE_LRS`` whose held-out curve (``held_out_curves``, measured at the end of the init run)
-was best.
+reached ``TARGET_DB`` first (``best_rate``).
 """
 
 from __future__ import annotations
