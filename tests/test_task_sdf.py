@@ -121,7 +121,14 @@ def test_fit_sdf_and_mesh_from_the_command_line(sphere_ply, tmp_path, capsys):
     assert summary["data"]["points"] == 300
     from PIL import Image
 
-    assert Image.open(out / "preview.png").size == (512, 512)
+    from fastsiren.tasks.common import picture_labels
+
+    preview = out / "preview.png"
+    assert Image.open(preview).size[1] == 512
+    labels = picture_labels(preview)
+    assert labels["title"].startswith("sdf: the level set 0")
+    if summary["metrics"]["mesh_faces"]:  # the colour bar of the curvature
+        assert "mean curvature (1 / input units)" in [a["ylabel"] for a in labels["axes"]]
     capsys.readouterr()
     assert main(["mesh", str(out), "--resolution", "10", "--out", str(tmp_path / "m.obj")]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -65,9 +65,11 @@ A third option, off in both presets:
   the mesh is extracted; at the CPU budget it did not improve the regularized default
   (``bench/fit_results/sdf-shapes-cpu.md``).
 
-Measured on five shapes at the CPU defaults (``bench/fit_results/sdf-shapes-cpu.md``): the
-official loss leaves 5 to 13 pieces at 600 steps; the default gives one piece on four of them
-(two on the thin-legged camel: a 40-face bubble) at 2.2x to 4.8x lower Chamfer distance.
+Measured on six shapes at the CPU defaults (``bench/fit_results/sdf-shapes-cpu.md``): the
+official loss leaves 5 to 23 pieces at 600 steps (4 to 20 at 970 steps, the default's cost);
+the default gives one piece on five of them (two on the thin-legged camel: a 40-face bubble
+inside the body) at 2.3x to 9.5x lower Chamfer distance. A learning rate of 3e-4, or the
+Laplacian kept to the end, fixed one shape and cost another: neither is the default.
 
 Metrics (the mesh extracted at the 0 level, ``fastsiren.mesh``), in the input's units: the
 standard evaluation of ``fastsiren.mesh_metrics`` (Chamfer L1 and squared, Hausdorff, the one-sided

@@ -81,8 +81,12 @@ class ShapeOutputs:
 
         mesh = self.final_mesh(model)
         paths = [save_mesh(mesh, out_dir / "mesh.ply")]
-        paths.append(render_preview(mesh, out_dir / "preview.png",
-                                    mesh.vertex_values.get("mean_curvature")))
+        curvature = mesh.vertex_values.get("mean_curvature")
+        title = f"{self.name}: the level set {self.level:g} of the fitted field" + (
+            f", {len(mesh.faces):,} faces" + (", coloured by mean curvature"
+                                              if curvature is not None else ""))
+        paths.append(render_preview(mesh, out_dir / "preview.png", curvature, title=title,
+                                    values_label="mean curvature (1 / input units)"))
         paths.append(out_dir / NORMALIZATION_NAME)
         paths[-1].write_text(json.dumps(
             {"task": self.name, "level": self.level, "inside": self.inside,
@@ -91,18 +95,28 @@ class ShapeOutputs:
 
 
 def render_preview(mesh, path: Path, vertex_values: np.ndarray | None = None, size: int = 512,
-                   azimuth: float = 35.0, elevation: float = 25.0) -> Path:
-    """A shaded picture of ``mesh`` from a fixed view: orthographic, one directional light,
-    triangles drawn back to front (matplotlib's Agg backend; no display). With
-    ``vertex_values`` (e.g. the mean curvature), each triangle is coloured by the mean of its
-    vertices' values on a diverging map (blue negative, white 0, red positive) symmetric about
-    0 and saturating at the 95th percentile of |value|, then shaded."""
+                   azimuth: float = 35.0, elevation: float = 25.0, title: str = "",
+                   values_label: str = "") -> Path:
+    """A shaded picture of ``mesh`` from a fixed view, ``size`` pixels high: orthographic, one
+    directional light, triangles drawn back to front (matplotlib's Agg backend; no display),
+    ``title`` above. With ``vertex_values`` (e.g. the mean curvature), each triangle is
+    coloured by the mean of its vertices' values on a diverging map (blue negative, white 0,
+    red positive) symmetric about 0 and saturating at the 95th percentile of |value|, then
+    shaded, and a colour bar labelled ``values_label`` gives the scale."""
+    from matplotlib.cm import ScalarMappable
     from matplotlib.collections import PolyCollection
+    from matplotlib.colors import Normalize
 
     plt = pyplot()
-    fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
+    bar = vertex_values is not None and len(mesh.faces) > 0
+    # The picture keeps a square of size x size pixels; a colour bar adds a strip beside it.
+    width = size * (1.22 if bar else 1.0)
+    fig = plt.figure(figsize=(width / 100, size / 100), dpi=100)
+    top = 0.92 if title else 1.0
+    ax = fig.add_axes((0, 0, size / width * top, top))
     ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=8, y=0.985)
     if len(mesh.faces):
         a, e = math.radians(azimuth), math.radians(elevation)
         # View rotation: about z by the azimuth, then tilt by the elevation; camera looks at -y.
@@ -124,6 +138,11 @@ def render_preview(mesh, path: Path, vertex_values: np.ndarray | None = None, si
             limit = np.percentile(np.abs(face_values), 95) or 1.0
             base = plt.get_cmap("coolwarm")(0.5 + 0.5 * np.clip(face_values / limit, -1, 1))
             base = base[:, :3]
+            colorbar = fig.colorbar(
+                ScalarMappable(Normalize(-limit, limit), plt.get_cmap("coolwarm")),
+                cax=fig.add_axes((size / width * top + 0.02, 0.12, 0.035, top - 0.24)))
+            colorbar.set_label(values_label, fontsize=7)
+            colorbar.ax.tick_params(labelsize=6)
         colors = shade[facing][order][:, None] * base[facing][order]
         # Edges in the face colour, no antialiasing: seams between triangles stay closed.
         ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors=colors,
