@@ -50,9 +50,9 @@ Laplacian term):
   has a nonzero Laplacian near curved surfaces, so a permanent term would bias it). While the
   weight is positive, the on-surface points take the order-1 jet and only the off-surface
   points the order-2 jet (value, gradient and Laplacian in one forward pass, no nested
-  autograd); the step costs 1.74x the order-1 step instead of 2.4x for the order-2 jet on
-  every point and 2.6x for the same loss on nested autograd (median of 7 steps each,
-  alternated, width 128, 2,500 + 2,500 points, one thread on the shared 2-core EPYC under load).
+  autograd); the step costs 1.68x the order-1 step, against 2.4x for the order-2 jet on
+  every point and 3.24x for the same loss on nested autograd (``bench/measure_sdf_step.py``:
+  median of 9 alternated steps, width 128, 2,500 + 2,500 points, one thread, 2-core EPYC).
 
 A third option, off in both presets:
 
