@@ -42,6 +42,15 @@ def one_thread():
 
 
 @pytest.fixture
+def float64():
+    """float64 as torch's default dtype for the test, restored after it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
 def device():
     return torch.device("cuda" if HAS_CUDA else "cpu")
 

@@ -46,14 +46,6 @@ def stack(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _rows(run: Path) -> list[dict]:
     return list(csv.DictReader((run / "summary.csv").open()))
 

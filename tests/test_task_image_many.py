@@ -37,14 +37,6 @@ def folder(tmp_path):
     return folder
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def test_batched_fit_follows_each_single_fit(folder, tmp_path, float64):
     # Loss = sum over images of each image's own mean: network b gets exactly its image's
     # gradient, padding contributes nothing, and each network starts from the single-fit init.
