@@ -10,7 +10,7 @@ step sizes, then continues with Adam:
 (``LearnedStepsThenAdam``). Meta-training (Meta-SGD: MAML with learned per-parameter inner step
 sizes, second order) minimises the images' loss after the K steps, L(theta_K), over theta_0 and
 s, differentiating through the K steps, second derivatives included: ``adapted_values`` runs them
-on a plain-torch batched SIREN (stacked weights, ``torch.baddbmm`` and ``sin``) with
+on a plain-torch batched SIREN (``fastsiren.reference.siren_forward``) with
 ``create_graph=True``, because the engine's hand-derived backward has no second derivative. The
 learned start is only weights, so the fits that use it run on the engine's batched path.
 
@@ -32,6 +32,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..errors import InputError
 from ..modules import BatchedSiren, LearnedStart, Siren
+from ..reference import siren_forward
 from .common import psnr_tensor
 
 __all__ = [
@@ -52,16 +53,11 @@ CURVE_STEPS = (1, 2, 3, 5, 10, 20, 50, 100)
 # -- meta-training: the K steps, differentiable twice ----------------------------------------------
 def stacked_values(params: list[torch.Tensor], coords: torch.Tensor, omegas: list[float],
                    outermost_linear: bool = True) -> torch.Tensor:
-    """B SIRENs at once in plain torch: params = weights [B, out, in] of every layer, then the
-    biases [B, out]; coords [B, N, d] -> values [B, N, out]. Layer l computes
-    h <- sin(omega_l (h W_l^T + b_l)) (the last one without the sine when ``outermost_linear``)."""
+    """B SIRENs at once in plain torch (the reference's ``siren_forward``, which autograd can
+    differentiate twice): params = weights [B, out, in] of every layer, then the biases
+    [B, out]; coords [B, N, d] -> values [B, N, out]."""
     n_layers = len(params) // 2
-    h = coords
-    for l in range(n_layers):
-        h = torch.baddbmm(params[n_layers + l].unsqueeze(1), h, params[l].transpose(1, 2))
-        if l < n_layers - 1 or not outermost_linear:
-            h = torch.sin(omegas[l] * h)
-    return h
+    return siren_forward(coords, params[:n_layers], params[n_layers:], omegas, outermost_linear)
 
 
 def adapted_values(start: LearnedStart, coords: torch.Tensor, target: torch.Tensor,
