@@ -28,9 +28,9 @@ import torch
 import fastsiren as fs
 from fastsiren.benchmark import machine_info
 from fastsiren.io.mesh import MESH_SUFFIXES, read_mesh
-from fastsiren.mesh import Mesh, project_to_level_set
+from fastsiren.mesh import Mesh
 from fastsiren.mesh_metrics import mesh_metrics
-from fastsiren.tasks.shapes import MESH_HALF_EXTENT, load_shape_field
+from fastsiren.tasks.shapes import load_shape_field, project_onto_level_set
 
 REPORTED = ("chamfer_relative", "chamfer_l1_relative", "hausdorff_relative", "fscore_1",
             "normal_consistency", "pieces", "watertight", "iou")
@@ -45,15 +45,15 @@ def evaluate_run(run: Path, shape: Path, samples: int, seed: int) -> dict:
     settings = json.loads((run / "settings.json").read_text())
     cloud = read_oriented_points(shape, settings["points"], settings["seed"])
     reference = read_mesh(shape) if shape.suffix.lower() in MESH_SUFFIXES else None
-    written = trimesh.load(run / "mesh.ply", process=False)
+    written = trimesh.load(run / "mesh.ply", process=False, force="mesh")  # empty: no faces
     raw = Mesh(np.asarray(written.vertices), np.asarray(written.faces))
     rows = {"raw": mesh_metrics(raw, cloud.points, cloud.normals, samples, seed,
                                 reference=reference)}
     field, _, _, normalization = load_shape_field(run)
     scale, offset = normalization.scale, np.asarray(normalization.offset)
-    spacing = 2 * MESH_HALF_EXTENT / (settings["resolution"] - 1)
-    inside = (raw.vertices - offset) / scale
-    moved = project_to_level_set(field, inside, 0.0, max_move=spacing) * scale + offset
+    network_units = (raw.vertices - offset) / scale
+    moved = project_onto_level_set(field, network_units, 0.0, settings["resolution"]) * scale \
+        + offset
     rows["projected"] = mesh_metrics(Mesh(moved, raw.faces), cloud.points, cloud.normals,
                                      samples, seed, reference=reference)
     return {kind: {k: m.get(k) for k in REPORTED} for kind, m in rows.items()}

@@ -22,7 +22,7 @@ from .common import pyplot, save_figure
 
 __all__ = [
     "MESH_HALF_EXTENT", "NORMALIZATION_NAME", "ShapeOutputs", "load_shape_field",
-    "render_preview",
+    "project_onto_level_set", "render_preview",
 ]
 
 NORMALIZATION_NAME = "normalization.json"
@@ -57,16 +57,15 @@ class ShapeOutputs:
         The curvature is taken on the network's own output (``model``): the occupancy field
         ``sigmoid(model)`` has the same level sets, and the raw model has a jet."""
         if self._mesh is None:
-            from ..mesh import Mesh, extract_mesh, mean_curvature, project_to_level_set
+            from ..mesh import Mesh, extract_mesh, mean_curvature
 
             field, resolution = self.field(model), self.settings.resolution
             mesh = extract_mesh(field, resolution, level=self.level,
                                 bounds=(-MESH_HALF_EXTENT, MESH_HALF_EXTENT),
                                 inside=self.inside, **self.mesh_options())
             if getattr(self.settings, "project_vertices", False) and len(mesh.vertices):
-                spacing = 2 * MESH_HALF_EXTENT / (resolution - 1)
-                mesh = Mesh(project_to_level_set(field, mesh.vertices, self.level,
-                                                 max_move=spacing), mesh.faces, mesh.stats)
+                mesh = Mesh(project_onto_level_set(field, mesh.vertices, self.level, resolution),
+                            mesh.faces, mesh.stats)
             n = self.normalization
             if len(mesh.vertices) and model is not None:
                 # the gradient points outwards where the inside is below the level
@@ -92,6 +91,16 @@ class ShapeOutputs:
             {"task": self.name, "level": self.level, "inside": self.inside,
              **self.normalization.to_dict()}, indent=2) + "\n")
         return paths
+
+
+def project_onto_level_set(field, vertices: np.ndarray, level: float, resolution: int
+                           ) -> np.ndarray:
+    """Vertices (network units) of a mesh extracted at ``resolution`` moved onto the level set
+    (``fastsiren.mesh.project_to_level_set``), each by at most one grid spacing."""
+    from ..mesh import project_to_level_set
+
+    spacing = 2 * MESH_HALF_EXTENT / (resolution - 1)
+    return project_to_level_set(field, vertices, level, max_move=spacing)
 
 
 def render_preview(mesh, path: Path, vertex_values: np.ndarray | None = None, size: int = 512,
